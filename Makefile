@@ -1,0 +1,52 @@
+# Two commands on a fresh machine (see README.md):
+#   make book   build the HTML book, executing the notebooks -> _build/html/index.html
+#   make test   run every test: bnlib unit tests, the notebooks under nbval, a strict book build
+# Both create .venv on first use and install the pinned requirements into it.
+
+SHELL  := /bin/bash
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export MPLBACKEND := Agg
+export PYTHONHASHSEED := 0
+
+.PHONY: book test test-unit test-notebooks test-build student clean
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	# make bnlib importable from the venv (notebooks run with chapters/ as cwd)
+	$(PY) -c 'import os, site; open(os.path.join(site.getsitepackages()[0], "bnlib-repo.pth"), "w").write(os.getcwd() + "\n")'
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(VENV)/bin/jupyter-book build . --config _config.yml
+	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
+
+test: test-unit test-notebooks test-build
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -q tests
+
+test-notebooks: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider --nbval chapters -n 2 --dist loadfile \
+	    --nbval-sanitize-with tests/nbval_sanitize.cfg
+
+# Strict build from the stored notebook outputs (nbval has just re-executed them).
+test-build: $(STAMP)
+	rm -rf _build/test
+	mkdir -p _build
+	sed 's/^\(  *execute_notebooks:\).*/\1 "off"/' _config.yml > _build/_config_test.yml
+	$(VENV)/bin/jupyter-book build . --config _build/_config_test.yml --path-output _build/test \
+	    -W -n --keep-going --builder html --all \
+	    2>&1 | tee _build/test-build.log | tail -n 5; \
+	    test $${PIPESTATUS[0]} -eq 0
+
+student: $(STAMP)
+	$(PY) -m bnlib student chapters student
+
+clean:
+	rm -rf _build student
