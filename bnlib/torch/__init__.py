@@ -1,0 +1,13 @@
+"""bnlib.torch: batch normalisation in PyTorch, with the backward pass written by hand.
+
+* :mod:`bnlib.torch.functional`: ``BatchNormFunction`` (chapter 3's compact
+  backward as a ``torch.autograd.Function``), ``batch_norm`` (semantics of
+  ``torch.nn.functional.batch_norm``), ``batch_norm_train`` (returns the batch
+  statistics too), ``LayerNormFunction`` and ``layer_norm`` (chapter 6).
+* :mod:`bnlib.torch.modules`: ``BatchNorm1d``, ``BatchNorm2d`` and ``LayerNorm``,
+  drop-in replacements for their ``torch.nn`` namesakes (chapters 5 and 8).
+
+Importing this package imports PyTorch; ``import bnlib`` alone does not.
+"""
+from bnlib.torch.functional import BatchNormFunction, LayerNormFunction, batch_norm, batch_norm_train, layer_norm
+from bnlib.torch.modules import BatchNorm1d, BatchNorm2d, LayerNorm
