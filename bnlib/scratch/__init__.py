@@ -1,0 +1,31 @@
+"""NumPy from scratch (chapters 1-7): normalisation layers with hand-written gradients.
+
+Only NumPy is needed.  Float64 by default; examples along axis 0; features
+(2-D input) or channels (4-D input, statistics over N, H, W) along axis 1.
+
+* :mod:`.functional`  batch/layer norm forward and backward (chapter 3)
+* :mod:`.blocked`     the same batch norm, cache-blocked for speed (chapters 3 and 8)
+* :mod:`.layers`      Linear, BatchNorm, LayerNorm, activations, Sequential, mlp
+* :mod:`.init`        weight initialisers (chapter 2)
+* :mod:`.losses`      mse_loss, softmax_cross_entropy
+* :mod:`.optim`       SGD (with momentum), Adam
+* :mod:`.gradcheck`   numerical_gradient, rel_error
+"""
+from . import blocked, functional, gradcheck, init, layers, losses, optim
+from .functional import (batchnorm_backward, batchnorm_backward_staged, batchnorm_eval,
+                         batchnorm_forward, layernorm_backward, layernorm_forward)
+from .gradcheck import numerical_gradient, rel_error
+from .layers import (BatchNorm, Identity, Layer, LayerNorm, Linear, ReLU, Sequential, Sigmoid,
+                     Tanh, mlp)
+from .losses import mse_loss, softmax, softmax_cross_entropy
+from .optim import SGD, Adam
+
+__all__ = [
+    "batchnorm_forward", "batchnorm_backward", "batchnorm_backward_staged", "batchnorm_eval",
+    "layernorm_forward", "layernorm_backward",
+    "Layer", "Linear", "BatchNorm", "LayerNorm", "ReLU", "Tanh", "Sigmoid", "Identity",
+    "Sequential", "mlp",
+    "mse_loss", "softmax", "softmax_cross_entropy", "SGD", "Adam",
+    "numerical_gradient", "rel_error", "init", "functional", "layers", "losses", "optim",
+    "gradcheck", "blocked",
+]
