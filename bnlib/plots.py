@@ -110,3 +110,295 @@ def _figure_and_axes(ax):
         fig, ax = plt.subplots()
         return fig, ax
     return ax.figure, ax
+
+
+def computational_graph_bn(show_derivatives: bool = True):
+    """The computational graph of training-mode batch norm (chapter 3).
+
+    Nodes are the intermediate values of ``bnlib.scratch.batchnorm_backward_staged``
+    (``mu``, ``xc``, ``var``, ``std``, ``inv_std``, ``x_hat``, ``y``); arrows run
+    in the forward direction.  With ``show_derivatives`` each arrow carries the
+    local derivative the backward pass multiplies by when it walks that arrow
+    from right to left.  The two values used twice (``x`` and ``xc``) are
+    drawn in orange: their gradients are the sums over both outgoing arrows.
+    Returns the figure.
+    """
+    from matplotlib.patches import FancyArrowPatch
+
+    nodes = {  # name: (x, y, label)
+        "x": (0.0, 0.0, r"$x$"),
+        "mu": (1.7, 1.3, r"$\mu = \frac{1}{m}\sum_i x_i$"),
+        "xc": (3.4, 0.0, r"$x_c = x - \mu$"),
+        "var": (5.1, 1.3, r"$\sigma^2 = \frac{1}{m}\sum_i x_{c,i}^2$"),
+        "std": (6.9, 1.3, r"$s = \sqrt{\sigma^2 + \epsilon}$"),
+        "inv": (8.6, 1.3, r"$r = 1/s$"),
+        "xhat": (8.6, 0.0, r"$\hat{x} = x_c\, r$"),
+        "y": (10.6, 0.0, r"$y = \gamma \hat{x} + \beta$"),
+        "gamma": (10.0, 1.3, r"$\gamma$"),
+        "beta": (10.6, -1.2, r"$\beta$"),
+    }
+    edges = [  # (from, to, local derivative d to / d from, where its label sits)
+        ("x", "mu", r"$\frac{1}{m}$", "left"),
+        ("x", "xc", r"$1$", "above"),
+        ("mu", "xc", r"$-1$", "right"),
+        ("xc", "var", r"$\frac{2 x_c}{m}$", "left"),
+        ("xc", "xhat", r"$r$", "above"),
+        ("var", "std", r"$\frac{1}{2s}$", "above"),
+        ("std", "inv", r"$-\frac{1}{s^2}$", "above"),
+        ("inv", "xhat", r"$x_c$", "right"),
+        ("xhat", "y", r"$\gamma$", "above"),
+        ("gamma", "y", r"$\hat{x}$", "left"),
+        ("beta", "y", r"$1$", "right"),
+    ]
+    fan_out = {"x", "xc"}
+    fig, ax = plt.subplots(figsize=(10.0, 3.4))
+    ax.set_xlim(-0.7, 11.6)
+    ax.set_ylim(-1.5, 1.75)
+    ax.axis("off")
+    boxes = {}
+    for name, (x, y, label) in nodes.items():
+        param = name in ("gamma", "beta")
+        face = "#fde0c5" if name in fan_out else "#e8f0fa" if not param else "#eeeeee"
+        edge = "#ff7f0e" if name in fan_out else COLORS["bn"] if not param else "#7f7f7f"
+        boxes[name] = ax.text(x, y, label, ha="center", va="center", fontsize=10, zorder=3,
+                              bbox=dict(boxstyle="round,pad=0.35", fc=face, ec=edge, lw=1.2))
+    for src, dst, deriv, where in edges:
+        (x0, y0, _), (x1, y1, _) = nodes[src], nodes[dst]
+        color = "#ff7f0e" if src in fan_out else "#444444"
+        arrow = FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=12,
+                                color=color, lw=1.2, zorder=2, shrinkA=3, shrinkB=3,
+                                patchA=boxes[src].get_bbox_patch(),
+                                patchB=boxes[dst].get_bbox_patch())
+        ax.add_patch(arrow)
+        if show_derivatives:
+            xm, ym = (x0 + x1) / 2, (y0 + y1) / 2
+            dx, dy, ha, va = {"above": (0.0, 0.1, "center", "bottom"),
+                              "left": (-0.2, 0.0, "right", "center"),
+                              "right": (0.15, 0.0, "left", "center")}[where]
+            ax.text(xm + dx, ym + dy, deriv, ha=ha, va=va, fontsize=11, color="#d62728",
+                    zorder=4)
+    ax.set_title("Forward: follow the arrows.  Backward: walk them right to left, multiplying "
+                 "by the red local derivatives;\norange values feed two nodes, so their "
+                 "gradients add up.", fontsize=9.5)
+    fig.tight_layout()
+    return fig
+
+
+# --- chapter 2: initialisation ------------------------------------------------
+
+
+def fan_in_histograms(z_by_init: Mapping[str, np.ndarray], *, theory: Mapping[str, float],
+                      labels: Mapping[str, str] | None = None, z_range: float | None = None,
+                      bins: int = 240, colors: Mapping[str, str] | None = None):
+    """Chapter 2: histograms of a neuron's pre-activation z (top) and of sigmoid(z) (bottom).
+
+    One column per initialisation; the top panels share the z axis (so a narrow
+    distribution looks narrow) and overlay the normal density N(0, theory^2).
+    Returns the figure.
+    """
+    labels, colors = dict(labels or {}), dict(colors or {})
+    names = list(z_by_init)
+    if z_range is None:
+        z_range = 3.0 * max(theory.values())
+    fig, axes = plt.subplots(2, len(names), figsize=(3.4 * len(names), 5.0), squeeze=False)
+    grid = np.linspace(-z_range, z_range, 800)
+    for j, name in enumerate(names):
+        z, s = np.asarray(z_by_init[name]), float(theory[name])
+        top, bottom = axes[0, j], axes[1, j]
+        color = colors.get(name, CYCLE[j])
+        top.hist(z, bins=bins, range=(-z_range, z_range), density=True, color=color,
+                 alpha=0.6, label=f"sampled, std {z.std():.3g}")
+        top.plot(grid, np.exp(-0.5 * (grid / s) ** 2) / (s * np.sqrt(2 * np.pi)), color="k",
+                 lw=1, label=f"N(0, {s:.3g}²)")
+        top.set(xlabel="z", title=labels.get(name, name))
+        top.set_yticks([])
+        top.legend(loc="upper left", fontsize=8)
+        bottom.hist(0.5 * (1.0 + np.tanh(0.5 * z)), bins=50, range=(0, 1), density=True,
+                    color=color, alpha=0.6)
+        bottom.set(xlabel=r"$\sigma(z)$")
+        bottom.set_yticks([])
+    axes[0, 0].set_ylabel("density of z")
+    axes[1, 0].set_ylabel(r"density of $\sigma(z)$")
+    fig.tight_layout()
+    return fig
+
+
+def init_comparison(per_epoch: Mapping[str, tuple], per_step: Mapping[str, tuple], *,
+                    colors: Mapping[str, str] | None = None, title: str = ""):
+    """Chapter 2: test accuracy per epoch (left) and every few SGD steps (right)."""
+    colors = dict(colors or {})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for label, (x, y) in per_epoch.items():
+        left.plot(x, y, "o-", ms=3, label=label, color=colors.get(label))
+    left.set(xlabel="epoch (0 = after the first pass)", ylabel="test accuracy")
+    for label, (x, y) in per_step.items():
+        right.plot(x, y, label=label, color=colors.get(label))
+    right.set(xlabel="SGD steps", ylabel="test accuracy", xscale="symlog")
+    left.legend(loc="lower right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def layer_std_curves(stats: Mapping[str, Mapping[str, tuple]], *, title: str = ""):
+    """Chapter 2: std of activations and of back-propagated gradients per layer (log scale).
+
+    ``stats[activation][init] = (a_std, dz_std)``, arrays over the hidden layers.
+    One row per activation function, columns: activations, gradients.
+    """
+    rows = list(stats)
+    fig, axes = plt.subplots(len(rows), 2, figsize=(10, 3.1 * len(rows)), squeeze=False)
+    for i, act in enumerate(rows):
+        for label, (a_std, dz_std) in stats[act].items():
+            layers = np.arange(1, len(a_std) + 1)
+            axes[i, 0].plot(layers, a_std, "o-", ms=3, label=label)
+            axes[i, 1].plot(layers, dz_std, "o-", ms=3, label=label)
+        axes[i, 0].set(yscale="log", ylabel=f"{act}: std of activations")
+        axes[i, 1].set(yscale="log", ylabel=f"{act}: std of dC/dz")
+        axes[i, 0].legend(fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("hidden layer")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def layer_histograms(panels: Mapping[str, tuple[Sequence[np.ndarray], tuple[float, float]]], *,
+                     bins: int = 60, title: str = ""):
+    """Chapter 2: Glorot & Bengio style, one panel per setting, one line per layer.
+
+    ``panels[label] = (values_per_layer, (lo, hi))``.  Each layer's values are
+    drawn as a normalised histogram line, lighter for shallow layers and darker
+    for deep ones; values outside (lo, hi) are left out of the picture.
+    """
+    labels = list(panels)
+    fig, axes = plt.subplots(1, len(labels), figsize=(2.9 * len(labels), 2.9), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for ax, label in zip(axes[0], labels):
+        values, (lo, hi) = panels[label]
+        n = len(values)
+        for k, v in enumerate(values):
+            counts, edges = np.histogram(np.asarray(v), bins=bins, range=(lo, hi))
+            frac = counts / max(1, np.asarray(v).size)
+            centers = 0.5 * (edges[1:] + edges[:-1])
+            ax.plot(centers, frac, color=cmap(k / max(1, n - 1)), lw=1,
+                    label=f"layer {k + 1}" if k in (0, n - 1) else None)
+        ax.set(title=label, xlim=(lo, hi))
+        ax.tick_params(labelsize=7)
+        ax.set_yticks([])
+    axes[0, 0].set_ylabel("fraction of values")
+    axes[0, -1].legend(fontsize=7, loc="upper right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def deep_relu_curves(train_loss: Mapping[str, tuple], test_acc: Mapping[str, tuple],
+                     a_std_init: Mapping[str, np.ndarray], *,
+                     colors: Mapping[str, str] | None = None, title: str = ""):
+    """Chapter 2: training loss, test accuracy and per-layer scale at initialisation."""
+    colors = dict(colors or {})
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for label, (x, y) in train_loss.items():
+        axes[0].plot(x, y, label=label, color=colors.get(label))
+    axes[0].set(xlabel="SGD steps", ylabel="training loss (cross-entropy)")
+    for label, (x, y) in test_acc.items():
+        axes[1].plot(x, y, "o-", ms=3, label=label, color=colors.get(label))
+    axes[1].set(xlabel="epoch", ylabel="test accuracy", ylim=(0, 1))
+    for label, s in a_std_init.items():
+        axes[2].plot(np.arange(1, len(s) + 1), s, label=label, color=colors.get(label))
+    axes[2].set(xlabel="hidden layer", ylabel="std of ReLU output at init", yscale="log")
+    axes[0].legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# --- chapter 4: training with batch normalisation ---------------------------------
+
+def percentile_bands(steps: Sequence[float], pct: np.ndarray, *, labels: Sequence = (15, 50, 85),
+                     color: str | None = None, ax=None, title: str = "",
+                     xlabel: str = "training step", ylabel: str = ""):
+    """Percentiles of a quantity over training (Ioffe & Szegedy's Figure 1b,c).
+
+    ``pct`` has one row per step and one column per percentile in ``labels``
+    (lowest first); the outer two are joined by a shaded band, the middle one
+    is drawn thicker.  Returns the figure.
+    """
+    fig, ax = _figure_and_axes(ax)
+    pct = np.asarray(pct, dtype=float)
+    color = color or CYCLE[0]
+    ax.fill_between(steps, pct[:, 0], pct[:, -1], color=color, alpha=0.15, lw=0)
+    middle = pct.shape[1] // 2
+    for j, label in enumerate(labels):
+        ax.plot(steps, pct[:, j], color=color, lw=2.0 if j == middle else 1.0,
+                ls="-" if j == middle else "--", label=f"{label}th percentile")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def grouped_bars(groups: Mapping[str, Mapping[str, Sequence[float]]], *, ylabel: str,
+                 title: str = "", colors: Mapping[str, str] | None = None, ylim=None, ax=None):
+    """Bars of the mean of repeated runs with one-std error bars and the runs as dots.
+
+    ``groups[group][label]`` is a list of values (one per seed); bars of one
+    group stand side by side, one colour per label.  Returns the figure.
+    """
+    fig, ax = _figure_and_axes(ax)
+    colors = dict(colors or {})
+    group_names = list(groups)
+    labels = list(dict.fromkeys(label for g in groups.values() for label in g))
+    width = 0.8 / max(1, len(labels))
+    for k, label in enumerate(labels):
+        for i, g in enumerate(group_names):
+            values = np.asarray(groups[g].get(label, []), dtype=float)
+            if values.size == 0:
+                continue
+            x = i + (k - (len(labels) - 1) / 2) * width
+            c = colors.get(label) or CYCLE[k % len(CYCLE)]
+            ax.bar(x, values.mean(), width * 0.9, yerr=values.std() if values.size > 1 else None,
+                   color=c, alpha=0.6, capsize=3, label=label if i == 0 else None)
+            ax.plot(np.full(values.size, x), values, "o", color=c, ms=3)
+    ax.set_xticks(range(len(group_names)), group_names)
+    ax.set(ylabel=ylabel, title=title)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.grid(axis="x", visible=False)
+    ax.legend()
+    return fig
+
+
+def depth_sweep_figure(depths: Sequence[int], steps: Mapping[str, Mapping[str, Sequence[float]]],
+                       *, max_steps: int, target: float, title: str = ""):
+    """Steps to reach ``target`` test accuracy against depth, one panel per activation.
+
+    ``steps[activation][label]`` gives one value per depth (NaN: not reached
+    within ``max_steps``; drawn as an open marker on the ``max_steps`` line).
+    Labels ``"BN"``/``"plain"`` get the book's colours.  Returns the figure.
+    """
+    acts = list(steps)
+    fig, axes = plt.subplots(1, len(acts), figsize=(4.2 * len(acts), 3.4), squeeze=False,
+                             sharey=True)
+    for ax, act in zip(axes[0], acts):
+        for label, values in steps[act].items():
+            v = np.asarray(values, dtype=float)
+            c = color_for(label)
+            ax.plot(depths, v, "o-", color=c, label=label)
+            miss = ~np.isfinite(v)
+            if miss.any():
+                ax.plot(np.asarray(depths)[miss], np.full(miss.sum(), max_steps), "^",
+                        mfc="none", color=c, ms=8,
+                        label=f"{label}: not reached in {max_steps}")
+        ax.axhline(max_steps, color="k", lw=0.5, ls=":")
+        ax.set(xlabel="hidden layers", title=f"{act}", xticks=list(depths))
+        ax.legend(fontsize=7)
+    axes[0, 0].set_ylabel(f"steps to {target:.0%} test accuracy")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

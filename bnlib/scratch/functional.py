@@ -147,7 +147,7 @@ def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
     of the squared deviations from it.  ``correction``, the mean of ``x - mu``,
     is zero in exact arithmetic; in floating point it is the rounding error of
     ``mu``, and subtracting it keeps full precision even for an input with a
-    large mean and a small spread (chapter 3, "a careful variance").
+    large mean and a small spread (chapter 3, section 3.2).
     """
     x, axes, m, gamma, beta = _check_bn_input(x, gamma, beta, eps)
     shape = _channel_shape(x.ndim)                     # (1, C) or (1, C, 1, 1)
