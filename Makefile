@@ -29,7 +29,7 @@ book: $(STAMP)
 test: test-unit test-notebooks test-build
 
 test-unit: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 tests
 
 test-notebooks: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider --nbval chapters -n 2 --dist loadfile \
