@@ -116,7 +116,7 @@ class Result:
 def progress(iterable: Iterable | None = None, *, total: int | None = None,
              desc: str = "", enabled: bool = False):
     """A tqdm progress bar, shown only when ``enabled`` and stderr is a terminal."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm   # the console bar: tqdm.auto would want ipywidgets in notebooks
 
     show = enabled and sys.stderr.isatty()
     return tqdm(iterable, total=total, desc=desc, disable=not show, leave=False)

