@@ -8,7 +8,6 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
 .PHONY: book test test-unit test-notebooks test-build student clean
@@ -29,7 +28,7 @@ book: $(STAMP)
 test: test-unit test-notebooks test-build
 
 test-unit: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider -n 2 tests
+	MPLBACKEND=Agg $(PY) -m pytest -q -p no:cacheprovider -n 2 tests
 
 test-notebooks: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider --nbval chapters -n 2 --dist loadfile \
