@@ -62,6 +62,24 @@ def expect_shape(what: str, got, expected_shape) -> np.ndarray:
     return got
 
 
+def report(feedback: Feedback) -> Feedback:
+    """Print ``feedback`` as its one line and return it (what every ``check_*`` does)."""
+    print(feedback)
+    return feedback
+
+
+def expect_scalar(what: str, value) -> float:
+    """Convert ``value`` to one finite float, naming ``what`` if it is None, an array or not finite."""
+    if value is None:
+        raise ExerciseError(f"{what} is None - did you forget a return statement?")
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.shape != ():
+        raise ExerciseError(f"{what} should be one number, got an array of shape {arr.shape}")
+    if not np.isfinite(arr):
+        raise ExerciseError(f"{what} is {float(arr)} (not finite)")
+    return float(arr)
+
+
 def expect_close(what: str, got, expected, tol: float = 1e-7) -> float:
     """Check shape and relative error of ``got`` against ``expected``; return the error."""
     expected = np.asarray(expected, dtype=np.float64)

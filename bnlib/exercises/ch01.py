@@ -15,23 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from bnlib.exercises import ExerciseError, Feedback, expect_shape, run_check
-
-
-def _report(feedback: Feedback) -> Feedback:
-    print(feedback)
-    return feedback
-
-
-def _scalar(what: str, value) -> float:
-    if value is None:
-        raise ExerciseError(f"{what} is None - did you forget a return statement?")
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.shape != ():
-        raise ExerciseError(f"{what} should be one number, got an array of shape {arr.shape}")
-    if not np.isfinite(arr):
-        raise ExerciseError(f"{what} is {float(arr)} (not finite)")
-    return float(arr)
+from bnlib.exercises import ExerciseError, Feedback, expect_scalar, expect_shape, report, run_check
 
 
 # --- exercise 1.1 --------------------------------------------------------------
@@ -106,7 +90,7 @@ def check_standardize(standardize: Callable[[np.ndarray, np.ndarray], tuple]) ->
         return ("per-feature mean 0 and std 1 on the training set, the test set transformed "
                 "with the training statistics, constant features handled")
 
-    return _report(run_check("exercise 1.1 standardize", body))
+    return report(run_check("exercise 1.1 standardize", body))
 
 
 # --- exercise 1.2 --------------------------------------------------------------
@@ -136,7 +120,7 @@ def check_saturated_fraction(saturated_fraction: Callable[[float, str, float], f
                 raise ExerciseError(f"case {label}: got {float(value)} - the slope of {act} is "
                                     f"never as large as {slope:g}, so every input is saturated "
                                     "(the answer is 1); handle that case before solving for z")
-            got = _scalar(f"saturated_fraction({label})", value)
+            got = expect_scalar(f"saturated_fraction({label})", value)
             if abs(got - expected) <= 1e-6:
                 continue
             z = saturation_threshold(act, slope)
@@ -159,7 +143,7 @@ def check_saturated_fraction(saturated_fraction: Callable[[float, str, float], f
         return ("tanh and sigmoid thresholds and both tails are right: at c = 3, "
                 f"{saturated_fraction_reference(3.0, 'tanh', 0.01):.1%} of tanh units are saturated")
 
-    return _report(run_check("exercise 1.2 saturated_fraction", body))
+    return report(run_check("exercise 1.2 saturated_fraction", body))
 
 
 # --- exercise 1.3 --------------------------------------------------------------
@@ -188,7 +172,7 @@ def check_predicted_iterations(predicted_iterations: Callable[[np.ndarray, float
         for label, X, tol in cases:
             expected = predicted_iterations_reference(X, tol)
             got = predicted_iterations(X.copy(), tol)
-            got = _scalar(f"predicted_iterations ({label})", got)
+            got = expect_scalar(f"predicted_iterations ({label})", got)
             if got == expected:
                 continue
             kappa = condition_number(X)
@@ -210,11 +194,11 @@ def check_predicted_iterations(predicted_iterations: Callable[[np.ndarray, float
         X = base_[:, :2] * np.array([1.0, 7.0])
         y = X @ np.array([1.0, -1.0]) + rng.standard_normal(300)
         gd = gradient_descent(X, y, best_step(X), tol=1e-6, max_iter=10_000)
-        got = int(_scalar("predicted_iterations (two features)", predicted_iterations(X, 1e-6)))
+        got = int(expect_scalar("predicted_iterations (two features)", predicted_iterations(X, 1e-6)))
         if gd["iterations"] is None or gd["iterations"] > got:
             raise ExerciseError(f"gradient descent needed {gd['iterations']} steps on two "
                                 f"features, more than your {got}")
         return (f"right for all cases; on two features with scales 1 and 7 it predicts "
                 f"{got} steps and gradient descent takes {gd['iterations']}")
 
-    return _report(run_check("exercise 1.3 predicted_iterations", body))
+    return report(run_check("exercise 1.3 predicted_iterations", body))

@@ -14,23 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from bnlib.exercises import ExerciseError, Feedback, expect_shape, run_check
-
-
-def _report(feedback: Feedback) -> Feedback:
-    print(feedback)
-    return feedback
-
-
-def _scalar(what: str, value) -> float:
-    if value is None:
-        raise ExerciseError(f"{what} is None - did you forget a return statement?")
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.shape != ():
-        raise ExerciseError(f"{what} should be one number, got an array of shape {arr.shape}")
-    if not np.isfinite(arr):
-        raise ExerciseError(f"{what} is {float(arr)} (not finite)")
-    return float(arr)
+from bnlib.exercises import ExerciseError, Feedback, expect_scalar, expect_shape, report, run_check
 
 
 # --- exercise 2.1 --------------------------------------------------------------
@@ -55,7 +39,7 @@ def check_z_std(z_std: Callable[[np.ndarray, float, float], float]) -> Feedback:
         ]
         for label, x, w_std, b_std in cases:
             expected = z_std_reference(x, w_std, b_std)
-            got = _scalar(f"z_std ({label})", z_std(x.copy(), w_std, b_std))
+            got = expect_scalar(f"z_std ({label})", z_std(x.copy(), w_std, b_std))
             if abs(got - expected) <= 1e-9 * max(1.0, expected):
                 continue
             hint = ""
@@ -68,7 +52,7 @@ def check_z_std(z_std: Callable[[np.ndarray, float, float], float]) -> Feedback:
         return ("std sqrt(501) = 22.4 and sqrt(3/2) = 1.22 for seed 003's neuron, "
                 "and the general case, are right")
 
-    return _report(run_check("exercise 2.1 z_std", body))
+    return report(run_check("exercise 2.1 z_std", body))
 
 
 # --- exercise 2.2 --------------------------------------------------------------
@@ -91,7 +75,7 @@ def check_init_stds(init_stds: Callable[[int, int], tuple[float, float]]) -> Fee
             exp_x, exp_k = init_stds_reference(fan_in, fan_out)
             for what, value, expected in (("Xavier std", got[0], exp_x),
                                           ("Kaiming std", got[1], exp_k)):
-                value = _scalar(f"{what} for fan_in={fan_in}, fan_out={fan_out}", value)
+                value = expect_scalar(f"{what} for fan_in={fan_in}, fan_out={fan_out}", value)
                 if abs(value - expected) <= 1e-9 * expected:
                     continue
                 hint = ""
@@ -107,7 +91,7 @@ def check_init_stds(init_stds: Callable[[int, int], tuple[float, float]]) -> Fee
                                     f"got {value:.6g}, expected {expected:.6g}{hint}")
         return "Xavier and Kaiming stds are right for square and non-square layers"
 
-    return _report(run_check("exercise 2.2 init_stds", body))
+    return report(run_check("exercise 2.2 init_stds", body))
 
 
 # --- exercise 2.3 --------------------------------------------------------------
@@ -163,4 +147,4 @@ def check_kaiming_normal(kaiming_normal: Callable[[int, int, np.random.Generator
         return (f"shape, seeding and N(0, 2/n_in) are right; 20 ReLU layers change the "
                 f"activations' std by a factor {ratio:.2f}")
 
-    return _report(run_check("exercise 2.3 kaiming_normal", body))
+    return report(run_check("exercise 2.3 kaiming_normal", body))

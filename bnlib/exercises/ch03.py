@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from bnlib.exercises import ExerciseError, Feedback, expect_close, run_check
+from bnlib.exercises import ExerciseError, Feedback, expect_close, report, run_check
 from bnlib.scratch.functional import (batchnorm_backward, batchnorm_forward, layernorm_backward,
                                       layernorm_forward)
 
@@ -34,11 +34,6 @@ __all__ = ["check_batchnorm_forward", "check_batchnorm_backward", "check_gamma_b
 
 #: relative tolerance of every comparison: float64 round-off is ~1e-15, a real mistake >~1e-2
 TOL = 1e-7
-
-
-def _report(feedback: Feedback) -> Feedback:
-    print(feedback)
-    return feedback
 
 
 def _call(what: str, fn: Callable, *args):
@@ -165,7 +160,7 @@ def check_batchnorm_forward(forward: Callable) -> Feedback:
                      {x.shape[::-1]: "y must have the shape of x, (N, D)"})
         return "y matches bnlib.scratch.batchnorm_forward on three batches (relative error < 1e-7)"
 
-    return _report(run_check("exercise 3.1 batchnorm forward", body))
+    return report(run_check("exercise 3.1 batchnorm forward", body))
 
 
 # --- exercise 3.2: the backward pass ------------------------------------------------
@@ -251,7 +246,7 @@ def check_batchnorm_backward(forward: Callable, backward: Callable) -> Feedback:
         return ("dx, dgamma and dbeta match bnlib.scratch.batchnorm_backward on two batches "
                 "(relative error < 1e-7)")
 
-    return _report(run_check("exercise 3.2 batchnorm backward", body))
+    return report(run_check("exercise 3.2 batchnorm backward", body))
 
 
 # --- exercise 3.3: dgamma and dbeta for 2-D and 4-D input ----------------------------
@@ -293,7 +288,7 @@ def check_gamma_beta_grads(gamma_beta_grads: Callable) -> Feedback:
                 raise ExerciseError("; ".join(problems))
         return "dgamma and dbeta are right for (N, D) and (N, C, H, W) input"
 
-    return _report(run_check("exercise 3.3 dgamma and dbeta", body))
+    return report(run_check("exercise 3.3 dgamma and dbeta", body))
 
 
 # --- exercise 3.4: layer normalisation's backward pass --------------------------------
@@ -366,4 +361,4 @@ def check_layernorm_backward(layernorm_backward_fn: Callable) -> Feedback:
         return ("dx, dgamma and dbeta match bnlib.scratch.layernorm_backward on two batches "
                 "(relative error < 1e-7)")
 
-    return _report(run_check("exercise 3.4 layernorm backward", body))
+    return report(run_check("exercise 3.4 layernorm backward", body))

@@ -18,12 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from bnlib.exercises import ExerciseError, Feedback, expect_shape, run_check
-
-
-def _report(feedback: Feedback) -> Feedback:
-    print(feedback)
-    return feedback
+from bnlib.exercises import ExerciseError, Feedback, expect_shape, report, run_check
 
 
 def _max_rel(a: np.ndarray, b: np.ndarray) -> float:
@@ -84,7 +79,7 @@ def check_identity_gamma_beta(identity_gamma_beta: Callable) -> Feedback:
                 raise ExerciseError(f"BN(x) differs from x by {err:.2e} (relative) for {label}")
         return "with gamma = sqrt(var + eps) and beta = mu, batch norm returns its input"
 
-    return _report(run_check("exercise 4.1 identity_gamma_beta", body))
+    return report(run_check("exercise 4.1 identity_gamma_beta", body))
 
 
 # --- exercise 4.2 --------------------------------------------------------------
@@ -145,7 +140,7 @@ def check_sgd_step(sgd_step: Callable) -> Feedback:
                                         f"per step; num_batches_tracked is {bn.num_batches_tracked}")
         return "three SGD steps match the reference, with and without BN"
 
-    return _report(run_check("exercise 4.2 sgd_step", body))
+    return report(run_check("exercise 4.2 sgd_step", body))
 
 
 # --- exercise 4.3 --------------------------------------------------------------
@@ -201,4 +196,4 @@ def check_ghost_batchnorm(ghost_batchnorm: Callable) -> Feedback:
                                 "(10 is not a multiple of 4), not return something")
         return "ghost batches of 24, 8, 4 and 2 match, and a bad ghost size raises ValueError"
 
-    return _report(run_check("exercise 4.3 ghost_batchnorm", body))
+    return report(run_check("exercise 4.3 ghost_batchnorm", body))
