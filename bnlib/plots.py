@@ -710,7 +710,7 @@ def precise_bn_figure(steps: Sequence[int], precise_acc: Sequence[float], ema_ac
     axes[0].set(xscale="log", xlabel="training step", ylabel="test accuracy (eval mode)",
                 title="(a) accuracy with each estimate")
     axes[1].set(xscale="log", yscale="log", xlabel="training step",
-                ylabel="mean |var_EMA - var_precise| / var_precise",
+                ylabel="mean relative error",
                 title="(b) error of the moving-average variance")
     axes[0].legend(fontsize=8)
     if title:

@@ -10,8 +10,11 @@ Only NumPy is needed.  Float64 by default; examples along axis 0; features
 * :mod:`.losses`      mse_loss, softmax_cross_entropy
 * :mod:`.optim`       SGD (with momentum), Adam
 * :mod:`.gradcheck`   numerical_gradient, rel_error
+* :mod:`.running`     population statistics, moving averages, momentum conventions (chapter 5)
+* :mod:`.deploy`      folding batch norm into the layer before it (chapter 5)
 """
-from . import blocked, functional, gradcheck, init, layers, losses, optim
+from . import blocked, deploy, functional, gradcheck, init, layers, losses, optim, running
+from .deploy import fold_batchnorm, fold_linear_bn
 from .functional import (batchnorm_backward, batchnorm_backward_staged, batchnorm_eval,
                          batchnorm_forward, layernorm_backward, layernorm_forward)
 from .gradcheck import numerical_gradient, rel_error
@@ -19,6 +22,9 @@ from .layers import (BatchNorm, Identity, Layer, LayerNorm, Linear, ReLU, Sequen
                      Tanh, mlp)
 from .losses import mse_loss, softmax, softmax_cross_entropy
 from .optim import SGD, Adam
+from .running import (bn_layers_in_training_mode, convert_momentum, ema_effective_batches,
+                      ema_mean_age, ema_update, initial_weight, population_statistics,
+                      recompute_bn_stats, steps_to_forget)
 
 __all__ = [
     "batchnorm_forward", "batchnorm_backward", "batchnorm_backward_staged", "batchnorm_eval",
@@ -28,4 +34,7 @@ __all__ = [
     "mse_loss", "softmax", "softmax_cross_entropy", "SGD", "Adam",
     "numerical_gradient", "rel_error", "init", "functional", "layers", "losses", "optim",
     "gradcheck", "blocked",
+    "running", "deploy", "fold_batchnorm", "fold_linear_bn", "bn_layers_in_training_mode",
+    "convert_momentum", "ema_effective_batches", "ema_mean_age", "ema_update", "initial_weight",
+    "population_statistics", "recompute_bn_stats", "steps_to_forget",
 ]

@@ -1,0 +1,119 @@
+"""Chapter 5's experiments show their effects at smoke scale.
+
+Each test runs an experiment at smoke scale in a few seconds and asserts the
+effect the chapter claims, so a change that breaks the effect fails here, not
+only in the notebook.
+"""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from bnlib import experiments  # noqa: E402
+from bnlib.experiments import eval_shift, precise_bn  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def shift_result():
+    return experiments.run("eval-shift", "smoke")
+
+
+@pytest.fixture(scope="module")
+def precise_result():
+    return experiments.run("precise-bn", "smoke")
+
+
+def test_eval_shift_blows_up_in_eval_mode_only(shift_result):
+    s = shift_result.summary()
+    for net in eval_shift.NETS:
+        scale = s[net]["scale"]
+        assert scale["severity"][-1] == 255.0
+        clean, worst = scale["eval_loss"][0], scale["eval_loss"][-1]
+        # raw pixels (x 255): eval-mode loss hundreds of times the clean loss ...
+        assert worst > 100 * clean and worst > 50
+        # ... while batch statistics remove any positive scale of the input exactly
+        # (up to eps, which matters for the nearly blank pixels of the input BN)
+        assert scale["train_mode_loss"][-1] == pytest.approx(scale["train_mode_loss"][0], rel=0.02)
+        assert scale["train_mode_loss"][-1] < 0.01 * worst
+        # every BN layer's output is blown up in eval mode, about 1 in training mode
+        assert min(scale["eval_rms_worst"]) > 50
+        assert max(scale["train_mode_rms_worst"]) < 2
+    hidden = s["hidden_bn"]["scale"]
+    # without an input BN the scale is removed exactly by the first hidden BN's batch statistics
+    assert hidden["train_mode_loss"][-1] == pytest.approx(hidden["train_mode_loss"][0], abs=2e-4)
+    assert hidden["adabn_loss"][-1] == pytest.approx(hidden["adabn_loss"][0], rel=1e-3)
+    assert hidden["adabn_acc"][-1] > hidden["eval_acc"][-1] + 0.2
+    # BN of the raw input: blank pixels have ~zero variance, noise there is amplified ~316x
+    inp = s["input_bn"]
+    assert inp["blank_pixels"] > 100 and inp["max_input_gain"] > 300
+    noise = inp["noise"]
+    assert noise["eval_loss"][-1] > 20 * noise["eval_loss"][0]
+    assert noise["eval_acc"][-1] < 0.3
+    assert noise["adabn_acc"][-1] > noise["eval_acc"][-1] + 0.4
+    assert noise["train_mode_acc"][-1] > noise["eval_acc"][-1] + 0.4
+    # the network without input BN hardly notices the same noise
+    assert s["hidden_bn"]["noise"]["eval_acc"][-1] > s["hidden_bn"]["noise"]["eval_acc"][0] - 0.1
+
+
+def test_eval_shift_plot_and_json(shift_result, tmp_path):
+    json_path, png_path = shift_result.save(tmp_path)
+    assert json_path.exists() and png_path.stat().st_size > 10_000
+    h = shift_result.histories["input_bn"]["noise"]
+    assert h["eval_rms"].shape == (2, 4)               # severities x BN layers (input + 3)
+
+
+def test_shift_helper_and_errors():
+    rng = np.random.default_rng(0)
+    x = np.ones((3, 4))
+    assert np.array_equal(eval_shift.shift(x, "scale", 255.0, rng), 255 * x)
+    assert eval_shift.shift(x, "noise", 0.5, rng).std() > 0.1
+    with pytest.raises(ValueError, match="kind"):
+        eval_shift.shift(x, "rotate", 1.0, rng)
+
+
+def test_precise_bn_recovers_accuracy_of_a_bad_ema(precise_result):
+    s = precise_result.summary()
+    assert s["checkpoints"] == [30, 300]
+    # the layers' own running statistics are the tracked EMA with momentum 0.1
+    assert s["own_running_var_vs_tracked_0.1"] < 1e-10
+    # short training with a small momentum: the EMA still remembers mean 0 / variance 1
+    assert s["max_gain"]["0.01"] > 0.1
+    assert s["ema_var_rel_error"]["0.01"][0] > 0.3
+    # a large momentum averages only ~1 batch: noisy, never better than precise statistics by much
+    assert s["ema_var_rel_error"]["0.9"][-1] > 2 * s["ema_var_rel_error"]["0.1"][-1]
+    for m, gains in s["max_gain"].items():
+        assert gains > -0.02, m
+    precise = np.array(s["precise_acc"])
+    assert precise[-1] > 0.8
+
+
+def test_precise_bn_plot(precise_result, tmp_path):
+    _, png = precise_result.save(tmp_path)
+    assert png.stat().st_size > 10_000
+    assert precise_result.histories["ema_acc"].shape == (3, 2)
+
+
+def test_experiment_configs_validate():
+    with pytest.raises(ValueError, match="checkpoints"):
+        precise_bn.run(precise_bn.Config.at_scale("smoke", checkpoints=(1000,)))
+    with pytest.raises(ValueError, match="momenta"):
+        precise_bn.run(precise_bn.Config.at_scale("smoke", momenta=(0.0,)))
+    assert {"eval-shift", "precise-bn"} <= set(experiments.available())
+
+
+def test_bn_outputs_reports_overflow_as_nan():
+    from bnlib.scratch import mlp
+
+    net = mlp([4, 5, 5, 3], norm="bn", rng=0).eval()
+    x = np.random.default_rng(0).normal(size=(6, 4))
+    logits, rms, n = eval_shift.bn_outputs(net, x, training=False)
+    assert n == 6 and np.all(np.isfinite(rms)) and rms.shape == (2,)
+    x[1, 1] = np.inf
+    logits, rms, _ = eval_shift.bn_outputs(net, x, training=False)
+    assert np.all(np.isnan(logits)) and np.all(np.isinf(rms))
+    loss, acc = eval_shift.loss_and_accuracy(logits, np.zeros(6, dtype=int))
+    assert np.isnan(loss) and acc == 0.0
+    with pytest.raises(ValueError, match="batch_size"):
+        eval_shift.bn_outputs(net, x, training=True, batch_size=7)
