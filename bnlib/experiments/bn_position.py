@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from bnlib.experiments.base import ExperimentConfig, Result, Timer
+from bnlib.scratch.init import FOR_ACTIVATION
 
 NAME = "bn-position"
 
 POSITIONS = ("before", "after")
-INITS = {"relu": "kaiming_normal", "sigmoid": "lecun_normal", "tanh": "lecun_normal"}
 
 
 @dataclass
@@ -105,15 +105,15 @@ def run(config: Config, progress: bool = False) -> BnPositionResult:
     from bnlib.training import fit
 
     for act in config.activations:
-        if act not in INITS:
-            raise ValueError(f"activations must be among {sorted(INITS)}; got {act!r}")
+        if act not in FOR_ACTIVATION:
+            raise ValueError(f"activations must be among {sorted(FOR_ACTIVATION)}; got {act!r}")
     ds = data.mnist(n_train=config.n_train, n_test=config.n_test, seed=config.seed)
     histories, headline = {}, {}
     jobs = [(a, p, s) for a in config.activations for p in POSITIONS for s in range(config.seeds)]
     with Timer() as total:
         for act, pos, s in base.progress(jobs, desc=NAME, enabled=progress):
             net = mlp([ds.n_features, *config.hidden, 10], activation=act, norm="bn",
-                      norm_position=pos, init=INITS[act],
+                      norm_position=pos, init=FOR_ACTIVATION[act],
                       rng=np.random.default_rng([config.seed, s, 1]))
             h = fit(net, ds.x_train, ds.y_train, steps=config.steps,
                     batch_size=config.batch_size, lr=config.lr,

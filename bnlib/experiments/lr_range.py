@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from bnlib.experiments.base import ExperimentConfig, Result, Timer
+from bnlib.scratch.init import FOR_ACTIVATION
 
 NAME = "lr-range"
 
 KINDS = ("plain", "bn")
-INITS = {"relu": "kaiming_normal", "sigmoid": "lecun_normal", "tanh": "lecun_normal"}
 
 
 @dataclass
@@ -88,8 +88,8 @@ def run(config: Config, progress: bool = False) -> LrRangeResult:
     if not config.lrs or min(config.lrs) <= 0:
         raise ValueError(f"lrs must be positive learning rates; got {config.lrs}")
     for act in config.activations:
-        if act not in INITS:
-            raise ValueError(f"activations must be among {sorted(INITS)}; got {act!r}")
+        if act not in FOR_ACTIVATION:
+            raise ValueError(f"activations must be among {sorted(FOR_ACTIVATION)}; got {act!r}")
     ds = data.mnist(n_train=config.n_train, n_test=config.n_test, seed=config.seed)
     chance = float(np.max(np.bincount(ds.y_test)) / ds.n_test)
     histories, headline = {}, {}
@@ -98,7 +98,7 @@ def run(config: Config, progress: bool = False) -> LrRangeResult:
     with Timer() as total:
         for act, lr, kind in base.progress(jobs, desc=NAME, enabled=progress):
             net = mlp([ds.n_features, *config.hidden, 10], activation=act,
-                      norm="bn" if kind == "bn" else None, init=INITS[act],
+                      norm="bn" if kind == "bn" else None, init=FOR_ACTIVATION[act],
                       rng=np.random.default_rng([config.seed, 1]))
             h = fit(net, ds.x_train, ds.y_train, steps=config.steps, batch_size=config.batch_size,
                     lr=lr, rng=np.random.default_rng([config.seed, 2]), x_eval=ds.x_test,

@@ -99,6 +99,9 @@ _REGISTRY: dict[str, Initializer] = {
 }
 NAMES = tuple(_REGISTRY)
 
+#: the initialiser chapter 2 derives for each activation: Kaiming for ReLU, 1/sqrt(n_in) otherwise
+FOR_ACTIVATION = {"relu": "kaiming_normal", "sigmoid": "lecun_normal", "tanh": "lecun_normal"}
+
 
 def get(name: str | Initializer) -> Initializer:
     """The initialiser called ``name`` (one of NAMES); a callable is returned unchanged."""
