@@ -6,6 +6,8 @@ the code the book teaches.  Sub-packages follow the order of the book:
 * :mod:`bnlib.scratch`     NumPy from scratch (chapters 1-7)
 * :mod:`bnlib.torch`       PyTorch autograd Functions and drop-in modules
 * :mod:`bnlib.data`        datasets that work offline
+* :mod:`bnlib.preprocessing` standardising features (chapter 1)
+* :mod:`bnlib.training`    one training loop for NumPy and PyTorch networks (chapter 4)
 * :mod:`bnlib.experiments` the reproduced experiments, at smoke/book/paper scale
 * :mod:`bnlib.plots`       the figures the chapters draw
 * :mod:`bnlib.exercises`   checks that give students feedback
