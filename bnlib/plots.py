@@ -717,3 +717,233 @@ def precise_bn_figure(steps: Sequence[int], precise_acc: Sequence[float], ema_ac
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def norm_axes_cubes(n: int = 6, c: int = 6, hw: int = 4, groups: int = 2):
+    """Chapter 6: which values share one mean and variance, for input ``(N, C, H, W)``.
+
+    The classic cube picture (Wu & He 2018, Figure 2): one box per
+    normalisation, examples ``N`` along one edge, channels ``C`` along the
+    second and the flattened positions ``H, W`` up the third.  The coloured
+    cells are normalised together (those of the first example / channel /
+    group); every other set of the same shape gets its own statistics.  RMS
+    norm uses the set of layer norm, without subtracting the mean.
+    """
+    panels = [("bn", "Batch norm", lambda i, j: j == 0),
+              ("ln", "Layer norm", lambda i, j: i == 0),
+              ("in", "Instance norm", lambda i, j: i == 0 and j == 0),
+              ("gn", f"Group norm ({groups} groups)", lambda i, j: i == 0 and j < c // groups),
+              ("rms", "RMS norm (no mean)", lambda i, j: i == 0)]
+    fig = plt.figure(figsize=(12.5, 3.2))
+    for k, (key, title, chosen) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), k + 1, projection="3d")
+        filled = np.ones((n, c, hw), dtype=bool)
+        colors = np.empty(filled.shape, dtype=object)
+        for i in range(n):
+            for j in range(c):
+                colors[i, j, :] = COLORS[key] if chosen(i, j) else "#f2f2f2"
+        ax.voxels(filled, facecolors=colors, edgecolors="#555555", linewidth=0.3)
+        ax.set_xlabel("N", labelpad=-12)
+        ax.set_ylabel("C", labelpad=-12)
+        ax.set_zlabel("H, W", labelpad=-12)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_zticks([])
+        ax.set_box_aspect((n, c, hw))
+        ax.view_init(elev=20, azim=-135)
+        ax.set_title(title, fontsize=10)
+        ax.grid(False)
+    fig.subplots_adjust(left=0.0, right=1.0, wspace=0.0)
+    return fig
+
+
+def batch_size_errors(batch_sizes: Sequence[int], errors: Mapping[str, Sequence[float]], *,
+                      labels: Mapping[str, str] | None = None, title: str = ""):
+    """Chapter 6: test error against batch size, one line per normalisation (Wu & He's Figure 1)."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    markers = {"none": "x", "bn": "o", "ln": "s", "gn": "^", "rms": "D", "in": "v"}
+    for key, err in errors.items():
+        ax.plot(batch_sizes, 100 * np.asarray(err), marker=markers.get(key, "o"), ms=5,
+                color=COLORS.get("plain" if key == "none" else key),
+                label=(labels or {}).get(key, key))
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(batch_sizes))
+    ax.set_xticklabels([str(b) for b in batch_sizes])
+    ax.set(xlabel="batch size (examples per step)", ylabel="test error (%)", title=title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def rnn_training_curves(loss: Mapping[str, tuple], acc: Mapping[str, tuple], *,
+                        labels: Mapping[str, str] | None = None, title: str = ""):
+    """Chapter 6: training loss (left) and test accuracy (right) of recurrent nets.
+
+    ``loss[key]`` and ``acc[key]`` are pairs ``(steps, values)`` with ``values``
+    of shape ``(seeds, len(steps))``; the mean over seeds is drawn as a line
+    and, with several seeds, their range as a band.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key in loss:
+        color = COLORS.get("plain" if key == "none" else key)
+        for ax, (x, values) in ((axes[0], loss[key]), (axes[1], acc[key])):
+            values = np.atleast_2d(np.asarray(values, dtype=float))
+            ax.plot(x, np.nanmean(values, axis=0), color=color, label=(labels or {}).get(key, key))
+            if values.shape[0] > 1:
+                ax.fill_between(x, np.nanmin(values, axis=0), np.nanmax(values, axis=0),
+                                color=color, alpha=0.2)
+    axes[0].set(xlabel="training step", ylabel="training loss (window mean)", yscale="log",
+                title="(a) training loss")
+    axes[1].set(xlabel="training step", ylabel="test accuracy (eval mode)", ylim=(0, 1),
+                title="(b) test accuracy")
+    axes[1].legend()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- chapter 7
+
+_CH7_COLORS = {"noisy": CYCLE[3], "l1": CYCLE[2], "l2": CYCLE[4], "linf": CYCLE[5],
+               "linear_plain": "#ff9896", "linear_bn": "#aec7e8"}
+
+
+def _ch7_color(key: str) -> str | None:
+    return COLORS.get(key) or _CH7_COLORS.get(key)
+
+
+def _window_mean(values: np.ndarray, window: int) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    window = max(1, min(window, len(values)))
+    return np.convolve(values, np.ones(window) / window, mode="valid")
+
+
+def noisy_bn_figure(acc: Mapping[str, tuple], pct: Mapping[str, tuple], *,
+                    labels: Mapping[str, str], percentiles: Sequence = (15, 50, 85), title: str = ""):
+    """Chapter 7, Santurkar et al.'s Figure 2: accuracy and one unit's input distribution.
+
+    ``acc[key] = (steps, test_acc)``; ``pct[key] = (steps, percentiles)`` with
+    one row per probe.  Left: test accuracy of every network; then one panel
+    per network (same y axis) with the percentile bands of the unit's input.
+    """
+    keys = list(acc)
+    fig, axes = plt.subplots(1, 1 + len(keys), figsize=(3.3 * (1 + len(keys)), 3.4))
+    for key in keys:
+        axes[0].plot(*acc[key], color=_ch7_color(key), label=labels.get(key, key))
+    axes[0].set(xlabel="training step", ylabel="test accuracy", title="(a) test accuracy")
+    lo, hi = min(np.nanmin(p[1]) for p in pct.values()), max(np.nanmax(p[1]) for p in pct.values())
+    pad = 0.05 * (hi - lo)
+    for k, (ax, key) in enumerate(zip(axes[1:], keys)):
+        steps, p = pct[key]
+        percentile_bands(steps, p, labels=percentiles, color=_ch7_color(key), ax=ax,
+                         title=f"({chr(ord('b') + k)}) {labels.get(key, key)}",
+                         ylabel="input of the activation" if k == 0 else "", legend=k == 0)
+        ax.set_ylim(lo - pad, hi + pad)
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def ics_gradient_figure(histories: Mapping[str, Mapping[str, np.ndarray]], *,
+                        labels: Mapping[str, str], title: str = ""):
+    """Chapter 7, Santurkar et al.'s Figure 5: ``||G - G'||`` and ``cos(G, G')`` over training.
+
+    ``histories[key]`` has ``probe_step`` and ``l2``/``cos`` arrays of shape
+    (probes, layers); the median over layers 2..L is drawn (layer 1 has no
+    earlier layer).  Deep linear networks (keys starting ``linear``) dashed.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key, h in histories.items():
+        style = "--" if key.startswith("linear") else "-"
+        for ax, what in ((axes[0], "l2"), (axes[1], "cos")):
+            ax.plot(h["probe_step"], np.median(h[what][:, 1:], axis=1), style,
+                    color=_ch7_color(key), label=labels.get(key, key))
+    axes[0].set(xlabel="training step", ylabel=r"$\|G - G'\|_2$ (median over layers)", yscale="log",
+                title="(a) L2 change of the gradient")
+    axes[1].set(xlabel="training step", ylabel=r"$\cos(G, G')$ (median over layers)",
+                title="(b) cosine of the angle (1 = same direction)")
+    axes[1].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def landscape_figure(histories: Mapping[str, Mapping[str, np.ndarray]], *,
+                     labels: Mapping[str, str], title: str = ""):
+    """Chapter 7, Santurkar et al.'s Figure 4: loss, gradient change and effective beta along the gradient.
+
+    ``histories[key]`` has ``probe_step``, ``loss0`` (probes), and ``loss``,
+    ``grad_change`` and ``beta`` (probes x step sizes).  (a) the band between
+    the smallest and largest loss seen along the gradient; (b) the band of the
+    gradient change over the step sizes; (c) the largest ratio ``beta``.
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for key, h in histories.items():
+        c, lab = _ch7_color(key), labels.get(key, key)
+        s = h["probe_step"]
+        loss = np.concatenate([h["loss0"][:, None], h["loss"]], axis=1)
+        axes[0].fill_between(s, loss.min(axis=1), loss.max(axis=1), color=c, alpha=0.35, lw=0, label=lab)
+        axes[1].fill_between(s, h["grad_change"].min(axis=1), h["grad_change"].max(axis=1),
+                             color=c, alpha=0.35, lw=0, label=lab)
+        axes[2].plot(s, h["beta"].max(axis=1), color=c, label=lab)
+    axes[0].set(xlabel="training step", ylabel="loss along the gradient", yscale="log",
+                title="(a) loss landscape")
+    axes[1].set(xlabel="training step", ylabel=r"$\|\nabla L(\theta - \eta g) - g\|$", yscale="log",
+                title="(b) gradient predictiveness")
+    axes[2].set(xlabel="training step", ylabel=r"max over $\eta$ of change / $\|\eta g\|$",
+                title=r"(c) effective $\beta$-smoothness")
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def lp_norm_figure(acc: Mapping[str, tuple], loss: Mapping[str, np.ndarray], *,
+                   labels: Mapping[str, str], window: int = 50, title: str = ""):
+    """Chapter 7: training loss (window mean, log scale) and test accuracy per normalisation."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key in acc:
+        c, lab = _ch7_color(key), labels.get(key, key)
+        smooth = _window_mean(loss[key], window)
+        ls = "--" if key == "l2" else "-"   # L2 lies on top of BN: dashed to show both
+        axes[0].plot(np.arange(len(smooth)) + window, smooth, ls, color=c, label=lab)
+        axes[1].plot(*acc[key], ls, color=c, label=lab, marker="o", ms=3)
+    axes[0].set(xlabel="training step", ylabel=f"training loss ({window}-step mean)", yscale="log",
+                title="(a) training loss")
+    axes[1].set(xlabel="training step", ylabel="test accuracy (eval mode)", title="(b) test accuracy")
+    axes[1].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def weight_norm_growth(steps: Sequence[int], norms: Mapping[str, np.ndarray], *,
+                       labels: Mapping[str, str] | None = None, title: str = ""):
+    """Chapter 7: norm of a BN layer's weight vectors over training and the effective learning rate.
+
+    ``norms[key]`` has one row per step and one column per unit; left the mean
+    norm, right ``lr / ||w||^2`` relative to its initial value (both log scale).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for k, (key, n) in enumerate(norms.items()):
+        n = np.asarray(n, dtype=float)
+        c = _ch7_color(key) or CYCLE[k % len(CYCLE)]
+        lab = (labels or {}).get(key, key)
+        axes[0].plot(steps, n.mean(axis=1), color=c, label=lab)
+        eff = (1.0 / n ** 2).mean(axis=1)
+        axes[1].plot(steps, eff / eff[0], color=c, label=lab)
+    axes[0].set(xlabel="training step", ylabel=r"mean $\|w_k\|$", yscale="log",
+                title="(a) weight norm of the units before BN")
+    axes[1].set(xlabel="training step", ylabel=r"$\eta / \|w_k\|^2$, relative to step 0", yscale="log",
+                title="(b) effective learning rate")
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -12,8 +12,9 @@ Only NumPy is needed.  Float64 by default; examples along axis 0; features
 * :mod:`.gradcheck`   numerical_gradient, rel_error
 * :mod:`.running`     population statistics, moving averages, momentum conventions (chapter 5)
 * :mod:`.deploy`      folding batch norm into the layer before it (chapter 5)
+* :mod:`.norms`       group, instance and RMS norm, functions and layers (chapter 6)
 """
-from . import blocked, deploy, functional, gradcheck, init, layers, losses, optim, running
+from . import blocked, deploy, functional, gradcheck, init, layers, losses, norms, optim, running
 from .deploy import fold_batchnorm, fold_linear_bn
 from .functional import (batchnorm_backward, batchnorm_backward_staged, batchnorm_eval,
                          batchnorm_forward, layernorm_backward, layernorm_forward)
@@ -21,6 +22,9 @@ from .gradcheck import numerical_gradient, rel_error
 from .layers import (BatchNorm, Identity, Layer, LayerNorm, Linear, ReLU, Sequential, Sigmoid,
                      Tanh, mlp)
 from .losses import mse_loss, softmax, softmax_cross_entropy
+from .norms import (GroupNorm, InstanceNorm, RMSNorm, groupnorm_backward, groupnorm_forward,
+                    instancenorm_backward, instancenorm_forward, rmsnorm_backward,
+                    rmsnorm_forward)
 from .optim import SGD, Adam
 from .running import (bn_layers_in_training_mode, convert_momentum, ema_effective_batches,
                       ema_mean_age, ema_update, initial_weight, population_statistics,
@@ -37,4 +41,7 @@ __all__ = [
     "running", "deploy", "fold_batchnorm", "fold_linear_bn", "bn_layers_in_training_mode",
     "convert_momentum", "ema_effective_batches", "ema_mean_age", "ema_update", "initial_weight",
     "population_statistics", "recompute_bn_stats", "steps_to_forget",
+    "norms", "groupnorm_forward", "groupnorm_backward", "instancenorm_forward",
+    "instancenorm_backward", "rmsnorm_forward", "rmsnorm_backward", "GroupNorm", "InstanceNorm",
+    "RMSNorm",
 ]
