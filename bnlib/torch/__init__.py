@@ -9,6 +9,8 @@
 * :mod:`bnlib.torch.deploy`: ``fold_batchnorm``, ``recompute_bn_stats``,
   ``bn_layers_in_training_mode``, ``freeze_bn_stats`` / ``FrozenBatchNorm`` and
   ``bn_eval_mode`` (chapter 5: batch norm at inference time).
+* :mod:`bnlib.torch.variants`: ``NoisyBatchNorm1d`` and ``LpBatchNorm1d``
+  (chapter 7: noisy batch norm and Lp normalisations, Santurkar et al. 2018).
 
 Importing this package imports PyTorch; ``import bnlib`` alone does not.
 """
@@ -16,3 +18,4 @@ from bnlib.torch.functional import BatchNormFunction, LayerNormFunction, batch_n
 from bnlib.torch.modules import BatchNorm1d, BatchNorm2d, LayerNorm
 from bnlib.torch.deploy import (FrozenBatchNorm, bn_eval_mode, bn_layers_in_training_mode,
                                 fold_batchnorm, freeze_bn_stats, recompute_bn_stats)
+from bnlib.torch.variants import LpBatchNorm1d, NoisyBatchNorm1d

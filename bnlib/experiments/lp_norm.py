@@ -1,0 +1,105 @@
+"""Santurkar et al. (2018), section 3.3: normalising by the L1, L2 or L-infinity spread trains like batch norm.
+
+Chapter 7, section "Other normalisations work too".  Five 784-100-100-100-10
+sigmoid MLPs (same initial weights and batches, plain SGD at the same
+learning rate) on MNIST digits: no normalisation, standard batch norm
+(:class:`bnlib.torch.BatchNorm1d`), and :class:`bnlib.torch.variants.LpBatchNorm1d`
+dividing the centred batch by its mean absolute deviation (``l1``), its root
+mean square (``l2``, standard BN up to where eps goes) or its largest absolute
+deviation (``linf``), eq. (ch7-lp).  None of the Lp variants makes the
+layer's output have unit variance, so none "removes internal covariate
+shift" in Ioffe and Szegedy's sense.  Recorded: test accuracy every
+``eval_every`` steps and the training loss per step.  Paper scale: five hidden layers of 256 units,
+10,000 steps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bnlib.experiments import base
+from bnlib.experiments.base import ExperimentConfig, Result, Timer
+
+NAME = "lp-norm"
+NORMS = ("plain", "bn", "l1", "l2", "linf")
+
+
+@dataclass
+class Config(ExperimentConfig):
+    n_train: int | None = None
+    n_test: int | None = None
+    hidden: tuple = (100, 100, 100)
+    activation: str = "sigmoid"
+    lr: float = 0.1
+    batch_size: int = 64
+    steps: int = 1500
+    eval_every: int = 100
+    target_acc: float = 0.9
+    threads: int = 1
+
+    SCALES = {
+        "smoke": {"n_train": 1000, "n_test": 500, "steps": 300, "eval_every": 50, "target_acc": 0.85},
+        "book": {"steps": 1500, "eval_every": 100},
+        "paper": {"hidden": (256, 256, 256, 256, 256), "steps": 10000, "eval_every": 500},
+    }
+
+
+class LpNormResult(Result):
+    """``histories[norm]``: ``eval_step``, ``test_acc``, ``loss`` (per step)."""
+
+    def plot(self):
+        from bnlib import plots
+
+        h = self.histories
+        return plots.lp_norm_figure(
+            {n: (h[n]["eval_step"], h[n]["test_acc"]) for n in NORMS},
+            {n: h[n]["loss"] for n in NORMS},
+            labels={"plain": "no normalisation", "bn": "BN", "l1": "L1 (mean |dev|)",
+                    "l2": "L2 (RMS)", "linf": "L-inf (max |dev|)"},
+            title=(f"784-{'-'.join(map(str, self.config.hidden))}-10 {self.config.activation}, "
+                   f"SGD lr {self.config.lr:g}, batch {self.config.batch_size} ({self.headline['data']})"))
+
+
+def run(config: Config, progress: bool = False) -> LpNormResult:
+    """Train one network per entry of NORMS on the same batches; record test accuracy."""
+    import torch
+
+    from bnlib import analysis, data
+    from bnlib.training import batch_indices
+
+    if config.steps < 1 or config.eval_every < 1 or config.batch_size < 2:
+        raise ValueError("steps and eval_every must be >= 1 and batch_size >= 2")
+    torch.set_num_threads(config.threads)
+    ds = data.mnist(n_train=config.n_train, n_test=config.n_test, seed=config.seed)
+    x, y, xt, yt = analysis.as_tensors(ds, config.device)
+    histories, headline, timings = {}, {}, {}
+    for name in NORMS:
+        model = analysis.mlp([x.shape[1], *config.hidden, 10], config.activation,
+                             None if name == "plain" else name, seed=config.seed, device=config.device)
+        h = {"eval_step": [0], "test_acc": [analysis.evaluate(model, xt, yt)[1]], "loss": []}
+        rng = np.random.default_rng([config.seed, 2])
+        with Timer() as t:
+            batches = batch_indices(len(y), config.batch_size, config.steps, rng)
+            for step, idx in enumerate(base.progress(batches, total=config.steps, desc=name,
+                                                     enabled=progress), 1):
+                idx = torch.as_tensor(idx, device=x.device)
+                grads, loss = analysis.gradients(model, x[idx], y[idx])
+                analysis.sgd_step(model, grads, config.lr)
+                h["loss"].append(loss)
+                if step % config.eval_every == 0:
+                    h["eval_step"].append(step)
+                    h["test_acc"].append(analysis.evaluate(model, xt, yt)[1])
+        h = {k: np.asarray(v) for k, v in h.items()}
+        histories[name] = h
+        reached = [int(s) for s, a in zip(h["eval_step"], h["test_acc"]) if a >= config.target_acc]
+        headline[name] = {
+            "final_test_acc": round(float(h["test_acc"][-1]), 4),
+            "best_test_acc": round(float(h["test_acc"].max()), 4),
+            "first_step_at_target": reached[0] if reached else None,
+            "final_train_loss": round(float(np.mean(h["loss"][-max(1, config.steps // 10):])), 4),
+        }
+        timings[f"{name}_s"] = t.seconds
+    headline["target_acc"] = config.target_acc
+    headline["data"] = ds.source
+    return LpNormResult(NAME, config, histories, headline, timings)

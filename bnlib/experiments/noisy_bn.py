@@ -1,0 +1,170 @@
+"""Santurkar et al. (2018), Figure 2: batch norm with injected non-stationary noise still trains fast.
+
+Chapter 7, section "Noisy batch norm".  Three 784-100-100-100-10 sigmoid MLPs (Ioffe and Szegedy's
+Figure-1 network of chapter 4) with the same initial
+weights and the same mini-batches are trained with plain SGD on MNIST digits:
+
+* ``plain``: no normalisation;
+* ``bn``: batch norm (:class:`bnlib.torch.BatchNorm1d`) before every activation;
+* ``noisy``: the same, but every batch-norm output is then shifted and
+  rescaled by a random offset and scale per unit that are redrawn at every
+  step (:class:`bnlib.torch.variants.NoisyBatchNorm1d`, eq. ch7-noisy), so
+  the distribution each activation receives changes from step to step, more
+  than without batch norm.
+
+Recorded every ``eval_every`` steps: test accuracy (evaluation mode) and the
+15/50/85th percentiles, over ``n_probe`` test digits, of the input of the
+activation of unit ``unit`` in hidden layer ``layer`` (training mode, the
+running statistics and noise generators untouched); every step: the training
+loss.  Headline: final/best test accuracy, the first step reaching
+``target_acc`` and how much the unit's distribution moves between probes.
+
+Santurkar et al. used VGG on CIFAR-10 (not available offline); here MLPs
+on the offline digits of :func:`bnlib.data.mnist` (paper scale: five hidden
+layers of 256 sigmoid units, 10,000 steps).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bnlib.experiments import base
+from bnlib.experiments.base import ExperimentConfig, Result, Timer
+
+NAME = "noisy-bn"
+KINDS = ("plain", "bn", "noisy")
+PERCENTILES = (15, 50, 85)
+
+
+@dataclass
+class Config(ExperimentConfig):
+    n_train: int | None = None      # None: every training digit of bnlib.data.mnist
+    n_test: int | None = None
+    hidden: tuple = (100, 100, 100)
+    activation: str = "sigmoid"
+    lr: float = 0.1
+    batch_size: int = 64
+    steps: int = 3000
+    eval_every: int = 100
+    layer: int = -1                 # which hidden layer to follow (-1: the last)
+    unit: int = 0
+    n_probe: int = 500              # test digits in the distribution probe
+    mean_range: float = 1.0         # noise offset ~ U(-mean_range, mean_range)
+    scale_low: float = 0.5          # noise scale ~ U(scale_low, scale_high)
+    scale_high: float = 2.0
+    target_acc: float = 0.9
+    threads: int = 1
+
+    SCALES = {
+        "smoke": {"n_train": 1000, "n_test": 500, "steps": 400, "eval_every": 50, "n_probe": 200,
+                  "target_acc": 0.85},
+        "book": {"steps": 2000, "eval_every": 100},
+        "paper": {"hidden": (256, 256, 256, 256, 256), "steps": 10000, "eval_every": 250},
+    }
+
+
+def activation_inputs(model, x, layer: int = -1):
+    """Inputs of the activation of hidden layer ``layer`` for ``x`` (training mode, state untouched)."""
+    import torch
+    from torch import nn
+
+    from bnlib.analysis import _frozen_state
+
+    acts = [k for k, m in enumerate(model) if isinstance(m, (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Identity))]
+    k = acts[layer]
+    with _frozen_state(model), torch.no_grad():
+        was = model.training
+        model.train()
+        z = model[:k](x)
+        model.train(was)
+    return z
+
+
+class NoisyBnResult(Result):
+    """``histories[kind]``: ``eval_step``, ``test_acc``, ``loss`` (per step), ``pct`` (probes x 3)."""
+
+    def plot(self):
+        from bnlib import plots
+
+        h = self.histories
+        return plots.noisy_bn_figure(
+            {k: (h[k]["eval_step"], h[k]["test_acc"]) for k in KINDS},
+            {k: (h[k]["eval_step"], h[k]["pct"]) for k in KINDS},
+            labels={"plain": "no BN", "bn": "BN", "noisy": "noisy BN"},
+            percentiles=PERCENTILES,
+            title=(f"784-{'-'.join(map(str, self.config.hidden))}-10 {self.config.activation}, "
+                   f"SGD lr {self.config.lr:g}, batch {self.config.batch_size} "
+                   f"({self.headline['data']}); unit {self.config.unit} of hidden layer "
+                   f"{self.config.layer % len(self.config.hidden) + 1}"))
+
+
+def _distribution_motion(pct: np.ndarray) -> dict:
+    spread = pct[:, 2] - pct[:, 0]
+    return {
+        # mean |change| of the three percentiles between consecutive probes (units of the input)
+        "shift": float(np.mean(np.abs(np.diff(pct, axis=0)))),
+        # mean |change of log(15-85 spread)| between consecutive probes
+        "spread_jump": float(np.mean(np.abs(np.diff(np.log(np.maximum(spread, 1e-12)))))),
+        "final_spread": float(spread[-1]),
+    }
+
+
+def run(config: Config, progress: bool = False) -> NoisyBnResult:
+    """Train the three networks on the same batches; record accuracy and one unit's percentiles."""
+    import torch
+
+    from bnlib import analysis, data
+    from bnlib.training import batch_indices
+
+    if config.steps < 1 or config.eval_every < 1 or config.batch_size < 2:
+        raise ValueError("steps and eval_every must be >= 1 and batch_size >= 2")
+    torch.set_num_threads(config.threads)
+    ds = data.mnist(n_train=config.n_train, n_test=config.n_test, seed=config.seed)
+    x, y, xt, yt = analysis.as_tensors(ds, config.device)
+    probe = xt[: config.n_probe]
+    sizes = [x.shape[1], *config.hidden, 10]
+    noise = {"mean_range": config.mean_range, "scale_low": config.scale_low,
+             "scale_high": config.scale_high}
+    histories, headline, timings = {}, {}, {}
+    for kind in KINDS:
+        norm = None if kind == "plain" else kind
+        model = analysis.mlp(sizes, config.activation, norm, seed=config.seed, device=config.device,
+                             noise=noise)
+        model.train()
+        h = {"eval_step": [], "test_acc": [], "loss": [], "pct": []}
+
+        def probe_now(step):
+            z = activation_inputs(model, probe, config.layer)[:, config.unit].cpu().numpy()
+            h["eval_step"].append(step)
+            h["pct"].append(np.percentile(z, PERCENTILES))
+            h["test_acc"].append(analysis.evaluate(model, xt, yt)[1])
+
+        rng = np.random.default_rng([config.seed, 2])
+        with Timer() as t:
+            probe_now(0)
+            batches = batch_indices(len(y), config.batch_size, config.steps, rng)
+            for step, idx in enumerate(base.progress(batches, total=config.steps, desc=kind,
+                                                     enabled=progress), 1):
+                idx = torch.as_tensor(idx, device=x.device)
+                grads, loss = analysis.gradients(model, x[idx], y[idx])
+                analysis.sgd_step(model, grads, config.lr)
+                h["loss"].append(loss)
+                if step % config.eval_every == 0:
+                    probe_now(step)
+        histories[kind] = {k: np.asarray(v) for k, v in h.items()}
+        acc = histories[kind]["test_acc"]
+        steps = histories[kind]["eval_step"]
+        reached = [int(s) for s, a in zip(steps, acc) if a >= config.target_acc]
+        headline[kind] = {
+            "final_test_acc": round(float(acc[-1]), 4),
+            "best_test_acc": round(float(acc.max()), 4),
+            "first_step_at_target": reached[0] if reached else None,
+            "final_train_loss": round(float(np.mean(h["loss"][-config.eval_every:])), 4),
+            **{k: round(v, 4) for k, v in _distribution_motion(histories[kind]["pct"]).items()},
+        }
+        timings[f"{kind}_s"] = t.seconds
+    headline["target_acc"] = config.target_acc
+    headline["data"] = ds.source
+    headline["n_train"] = ds.n_train
+    return NoisyBnResult(NAME, config, histories, headline, timings)
