@@ -168,7 +168,7 @@ def test_recompute_matches_torch_update_bn_and_scratch():
     for _ in range(3):
         net.forward(rng.normal(size=(8, 6)))
     tnet, tref = to_torch(net), to_torch(net)
-    for i, m in enumerate(tref):               # update_bn knows only torch.nn's batch norm
+    for i, m in enumerate(tref):               # PyTorch's own layers for the reference
         if isinstance(m, bt.BatchNorm1d):
             ref_bn = nn.BatchNorm1d(m.num_features).double()
             ref_bn.load_state_dict(m.state_dict())
@@ -180,7 +180,7 @@ def test_recompute_matches_torch_update_bn_and_scratch():
     update_bn([torch.tensor(b) for b in batches], tref)                # PyTorch's own
     for (_, ours), m, r in zip(running.batchnorm_layers(net),
                                [m for m in tnet if isinstance(m, bt.BatchNorm1d)],
-                               [m for m in tref if isinstance(m, nn.BatchNorm1d)]):
+                               [m for m in tref if type(m) is nn.BatchNorm1d]):
         np.testing.assert_allclose(ours.running_mean, r.running_mean.numpy(), rtol=1e-12)
         np.testing.assert_allclose(ours.running_var, r.running_var.numpy(), rtol=1e-12)
         torch.testing.assert_close(m.running_mean, r.running_mean, rtol=1e-12, atol=1e-14)

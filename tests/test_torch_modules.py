@@ -352,3 +352,24 @@ def test_import_bnlib_does_not_import_torch():
     code = "import bnlib, sys; assert 'torch' not in sys.modules, 'import bnlib pulled in torch'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_pytorch_utilities_recognise_bnlib_batchnorm():
+    """update_bn and convert_sync_batchnorm treat bnlib's layers as batch norms (chapter 5)."""
+    from torch.optim.swa_utils import update_bn
+
+    torch.manual_seed(0)
+    ours = nn.Sequential(nn.Linear(5, 4), bt.BatchNorm1d(4), nn.ReLU()).double()
+    ref = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.ReLU()).double()
+    ref.load_state_dict(ours.state_dict())
+    assert isinstance(ours[1], nn.modules.batchnorm._BatchNorm)
+    batches = [torch.randn(16, 5, dtype=torch.float64) * 3 + 1 for _ in range(4)]
+    update_bn(batches, ours)
+    update_bn(batches, ref)
+    assert float(ours[1].running_mean.abs().sum()) > 0           # it did run
+    torch.testing.assert_close(ours[1].running_mean, ref[1].running_mean, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(ours[1].running_var, ref[1].running_var, rtol=1e-12, atol=1e-14)
+    assert ours[1].momentum == 0.1                                # restored by update_bn
+    converted = nn.SyncBatchNorm.convert_sync_batchnorm(
+        nn.Sequential(bt.BatchNorm2d(3)))
+    assert isinstance(converted[0], nn.SyncBatchNorm)

@@ -24,13 +24,11 @@ from typing import Iterable, Iterator
 import torch
 from torch import Tensor, nn
 
-from bnlib.torch.modules import _BatchNorm as _OurBatchNorm
-
 __all__ = ["BN_TYPES", "is_batchnorm", "fold_batchnorm", "recompute_bn_stats",
            "bn_layers_in_training_mode", "FrozenBatchNorm", "freeze_bn_stats", "bn_eval_mode"]
 
-#: the batch-norm classes the tools recognise (PyTorch's and bnlib's)
-BN_TYPES = (nn.modules.batchnorm._BatchNorm, _OurBatchNorm)
+#: the batch-norm classes the tools recognise: PyTorch's, and bnlib's, which derive from it
+BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
 _FOLDABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 

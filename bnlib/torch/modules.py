@@ -28,8 +28,14 @@ from torch import Tensor, nn
 from bnlib.torch.functional import _verify_batch_size, batch_norm, layer_norm
 
 
-class _BatchNorm(nn.Module):
+class _BatchNorm(nn.modules.batchnorm._BatchNorm):
     """What ``BatchNorm1d`` and ``BatchNorm2d`` share; they differ only in the input check.
+
+    The class derives from PyTorch's private ``_BatchNorm`` base only so that
+    PyTorch's utilities recognise it as a batch norm (``isinstance`` checks in
+    ``torch.optim.swa_utils.update_bn``, ``SyncBatchNorm.convert_sync_batchnorm``
+    and the like).  It inherits no behaviour: the constructor and every method
+    of that base are written out again below.
 
     Parameters ``weight`` (gamma, ones) and ``bias`` (beta, zeros) of shape
     ``(num_features,)`` when ``affine``; buffers ``running_mean`` (zeros),
@@ -69,7 +75,7 @@ class _BatchNorm(nn.Module):
         bias: bool = True,
     ) -> None:
         factory_kwargs = {"device": device, "dtype": dtype}
-        super().__init__()
+        nn.Module.__init__(self)  # not the base's constructor: everything is set up here
         self.num_features = num_features
         self.eps = eps
         self.momentum = momentum
@@ -224,7 +230,7 @@ class LayerNorm(nn.Module):
         dtype=None,
     ) -> None:
         factory_kwargs = {"device": device, "dtype": dtype}
-        super().__init__()
+        nn.Module.__init__(self)  # not the base's constructor: everything is set up here
         if isinstance(normalized_shape, numbers.Integral):
             normalized_shape = (normalized_shape,)
         self.normalized_shape = tuple(normalized_shape)
