@@ -144,12 +144,18 @@ def predict(model, x: np.ndarray, batch_size: int | None = None, device: str | N
         set_training(model, previous)
 
 
+def _fraction_correct(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of rows whose largest output is the label; a row with NaN or inf counts as wrong."""
+    finite = np.all(np.isfinite(logits), axis=1)
+    return float(np.mean(finite & (np.nan_to_num(logits).argmax(axis=1) == labels)))
+
+
 def accuracy(model, x: np.ndarray, labels: np.ndarray, batch_size: int | None = None) -> float:
-    """Fraction of examples whose largest output is the label (eval mode)."""
+    """Fraction of examples whose largest output is the label (eval mode); non-finite rows are wrong."""
     labels = np.asarray(labels)
     if len(labels) != len(x):
         raise ValueError(f"x has {len(x)} examples but labels has {len(labels)}")
-    return float(np.mean(predict(model, x, batch_size).argmax(axis=1) == labels))
+    return _fraction_correct(predict(model, x, batch_size), labels)
 
 
 def evaluate(model, x: np.ndarray, labels: np.ndarray, batch_size: int | None = None
@@ -159,10 +165,9 @@ def evaluate(model, x: np.ndarray, labels: np.ndarray, batch_size: int | None = 
 
     logits = predict(model, x, batch_size)
     if not np.all(np.isfinite(logits)):
-        return {"loss": float("nan"), "acc": float(np.mean(np.argmax(
-            np.nan_to_num(logits), axis=1) == labels))}
+        return {"loss": float("nan"), "acc": _fraction_correct(logits, labels)}
     loss, _ = softmax_cross_entropy(logits, labels)
-    return {"loss": float(loss), "acc": float(np.mean(logits.argmax(axis=1) == labels))}
+    return {"loss": float(loss), "acc": _fraction_correct(logits, labels)}
 
 
 # --------------------------------------------------------------------------- optimisers

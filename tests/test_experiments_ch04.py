@@ -39,6 +39,27 @@ def test_fit_stops_at_target_and_detects_divergence():
     assert len(h.eval_step) == len(h.test_acc)
 
 
+def test_accuracy_counts_non_finite_outputs_as_wrong():
+    class Fixed:                      # a "model" whose outputs we choose
+        training = False
+
+        def train(self, mode=True):
+            self.training = mode
+            return self
+
+        def eval(self):
+            return self.train(False)
+
+        def forward(self, x):
+            return np.array([[5.0, 0.0], [np.nan, np.nan], [0.0, np.inf], [0.0, 1.0]])
+
+    labels = np.array([0, 0, 1, 1])   # the NaN row would be class 0 by argmax of nan_to_num
+    x = np.zeros((4, 3))
+    assert training.accuracy(Fixed(), x, labels) == 0.5
+    result = training.evaluate(Fixed(), x, labels)
+    assert result["acc"] == 0.5 and np.isnan(result["loss"])
+
+
 def test_to_torch_copies_and_trains_identically_in_float64():
     """Same weights, same batches: NumPy and PyTorch trajectories agree to rounding."""
     ds = data.mnist(n_train=300, n_test=200)
