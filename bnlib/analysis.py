@@ -269,6 +269,22 @@ def evaluate(model, x, y, batch_size: int = 1000) -> tuple[float, float]:
     return loss / len(y), correct / len(y)
 
 
+def mnist_tensors(config) -> tuple:
+    """The offline digits of an experiment ``config`` as tensors, with PyTorch on ``config.threads`` threads.
+
+    Reads ``n_train``, ``n_test``, ``seed``, ``device`` and ``threads`` from the
+    config; returns the :class:`bnlib.data.Dataset` (for its ``source`` and sizes)
+    and ``(x_train, y_train, x_test, y_test)`` as :func:`as_tensors` makes them.
+    """
+    import torch
+
+    from bnlib import data
+
+    torch.set_num_threads(config.threads)
+    ds = data.mnist(n_train=config.n_train, n_test=config.n_test, seed=config.seed)
+    return ds, as_tensors(ds, config.device)
+
+
 def as_tensors(ds, device: str = "cpu"):
     """``(x_train, y_train, x_test, y_test)`` of a :class:`bnlib.data.Dataset` as float32/long tensors."""
     import torch

@@ -97,15 +97,11 @@ def _train_and_probe(model, x, y, config: Config, lr: float, rng, desc: str, pro
 
 def run(config: Config, progress: bool = False) -> IcsGradientResult:
     """Train each network of NETS, measuring eq. (ch7-ics) at every layer every ``probe_every`` steps."""
-    import torch
-
-    from bnlib import analysis, data
+    from bnlib import analysis
 
     if config.steps < 1 or config.probe_every < 1 or config.batch_size < 2:
         raise ValueError("steps and probe_every must be >= 1 and batch_size >= 2")
-    torch.set_num_threads(config.threads)
-    ds = data.mnist(n_train=config.n_train, n_test=config.n_test, seed=config.seed)
-    x, y, xt, yt = analysis.as_tensors(ds, config.device)
+    ds, (x, y, xt, yt) = analysis.mnist_tensors(config)
     nets = {"plain": (config.hidden, config.activation, None, config.lr),
             "bn": (config.hidden, config.activation, "bn", config.lr)}
     if config.linear_depth > 0:

@@ -74,16 +74,14 @@ def run(config: Config, progress: bool = False) -> LandscapeResult:
     """Train both networks; probe the landscape along the gradient every ``probe_every`` steps."""
     import torch
 
-    from bnlib import analysis, data
+    from bnlib import analysis
     from bnlib.training import batch_indices
 
     if config.steps < 1 or config.probe_every < 1 or config.batch_size < 2:
         raise ValueError("steps and probe_every must be >= 1 and batch_size >= 2")
     if min(config.step_sizes) <= 0:
         raise ValueError(f"step_sizes must be positive; got {config.step_sizes}")
-    torch.set_num_threads(config.threads)
-    ds = data.mnist(n_train=config.n_train, n_test=config.n_test, seed=config.seed)
-    x, y, xt, yt = analysis.as_tensors(ds, config.device)
+    ds, (x, y, xt, yt) = analysis.mnist_tensors(config)
     histories, headline, timings = {}, {}, {}
     for name in NETS:
         model = analysis.mlp([x.shape[1], *config.hidden, 10], config.activation,

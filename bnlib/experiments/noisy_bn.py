@@ -114,14 +114,12 @@ def run(config: Config, progress: bool = False) -> NoisyBnResult:
     """Train the three networks on the same batches; record accuracy and one unit's percentiles."""
     import torch
 
-    from bnlib import analysis, data
+    from bnlib import analysis
     from bnlib.training import batch_indices
 
     if config.steps < 1 or config.eval_every < 1 or config.batch_size < 2:
         raise ValueError("steps and eval_every must be >= 1 and batch_size >= 2")
-    torch.set_num_threads(config.threads)
-    ds = data.mnist(n_train=config.n_train, n_test=config.n_test, seed=config.seed)
-    x, y, xt, yt = analysis.as_tensors(ds, config.device)
+    ds, (x, y, xt, yt) = analysis.mnist_tensors(config)
     probe = xt[: config.n_probe]
     sizes = [x.shape[1], *config.hidden, 10]
     noise = {"mean_range": config.mean_range, "scale_low": config.scale_low,
