@@ -26,7 +26,9 @@ def show_source(obj) -> None:
 
     The chapters call this instead of pasting a copy of the code, so the text
     always shows exactly what runs.  In Jupyter the source is syntax-highlighted.
+    A Triton kernel (``@triton.jit``, chapter 8) shows the function it wraps.
     """
+    obj = getattr(obj, "fn", obj) if type(obj).__module__.startswith("triton") else obj
     source = inspect.getsource(obj)
     try:  # pragma: no cover - depends on the front end
         from IPython import get_ipython

@@ -2,7 +2,8 @@
 
 * ``list``                      the experiments, one line each
 * ``run NAME --scale S ...``    run one experiment, write NAME.json and NAME.png
-* ``bench``                     time BN forward+backward: NumPy vs PyTorch (chapter 3)
+* ``bench``                     time BN forward+backward: NumPy vs PyTorch (chapter 3);
+                                ``--device cuda``: PyTorch vs Triton on a GPU (chapter 8)
 * ``student SRC DST``           write the student version of the notebooks (no solutions)
 * ``grade NOTEBOOK...``         run notebooks and count the exercise checks that pass
 
@@ -52,6 +53,16 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_bench(args) -> int:
+    from bnlib._device import resolve_device
+
+    try:
+        device = resolve_device(args.device)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    if device == "cuda":  # chapter 8: PyTorch, cuDNN and the Triton kernels on the GPU
+        from bnlib.kernels import bench as gpu_bench
+
+        return gpu_bench.main("cuda", repeats=args.repeats)
     from bnlib import bench
 
     return bench.main(repeats=args.repeats)
@@ -101,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", default="runs")
     run.set_defaults(func=_cmd_run)
 
-    bench = sub.add_parser("bench", help="time BN forward+backward, NumPy vs PyTorch")
+    bench = sub.add_parser("bench", help="time BN forward+backward: NumPy vs PyTorch on the CPU "
+                                         "(chapter 3), or PyTorch vs Triton on a GPU (chapter 8)")
     bench.add_argument("--repeats", type=int, default=20)
+    bench.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     bench.set_defaults(func=_cmd_bench)
 
     student = sub.add_parser("student", help="write notebooks without solutions")

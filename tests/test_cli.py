@@ -44,3 +44,13 @@ def test_list_names_every_experiment():
     listed = [line.split()[0] for line in proc.stdout.strip().splitlines()]
     assert listed == list(experiments.available())
     assert "fan-in" in listed
+
+
+def test_gpu_bench_without_gpu_is_a_clear_error():
+    import torch
+
+    if torch.cuda.is_available():
+        return  # the GPU table itself is exercised by chapter 8 on a GPU machine
+    proc = bnlib_cli("bench", "--device", "cuda")
+    assert proc.returncode != 0
+    assert "no CUDA GPU is available" in proc.stderr and "Traceback" not in proc.stderr

@@ -55,6 +55,8 @@ class _BatchNorm(nn.modules.batchnorm._BatchNorm):
     """
 
     _version = 2  # version 2 added num_batches_tracked, as in PyTorch
+    # The functional form the layer calls; bnlib.kernels swaps in the Triton kernels (chapter 8).
+    _batch_norm = staticmethod(batch_norm)
     __constants__ = ["track_running_stats", "momentum", "eps", "num_features", "affine"]
     num_features: int
     eps: float
@@ -160,7 +162,7 @@ class _BatchNorm(nn.modules.batchnorm._BatchNorm):
 
         # The buffers are updated only when they are tracked and we are training.
         pass_buffers = not self.training or self.track_running_stats
-        return batch_norm(
+        return self._batch_norm(
             x,
             self.running_mean if pass_buffers else None,
             self.running_var if pass_buffers else None,

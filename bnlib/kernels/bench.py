@@ -1,0 +1,162 @@
+"""Batch norm in PyTorch on one device: memory traffic and time (chapter 8).
+
+Four implementations of the same training-mode forward + backward pass:
+
+* ``composite``: chapter 3's equations as separate PyTorch operations,
+  differentiated by autograd (:func:`composite_batch_norm`);
+* ``bnlib.torch``: :class:`bnlib.torch.BatchNormFunction`, the compact
+  backward of chapter 3 written by hand in PyTorch operations;
+* ``torch``: :func:`torch.nn.functional.batch_norm`, PyTorch's own fused
+  kernels (cuDNN's on an NVIDIA GPU);
+* ``triton``: :mod:`bnlib.kernels`, two fused kernels; timed only when Triton
+  compiles for a GPU (its CPU interpreter is a checking tool, not a fast path).
+
+:func:`traffic` counts what each moves with :class:`bnlib.torch.traffic.MemoryTrace`
+(for ``triton``, the passes its kernels make by construction);
+:func:`time_methods` times them on the same tensors, in turn;
+``python -m bnlib bench --device cuda`` prints both on a GPU.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from bnlib.kernels import batchnorm as triton_bn
+from bnlib.torch.functional import batch_norm_train
+from bnlib.torch.traffic import MemoryTrace
+
+__all__ = ["composite_batch_norm", "METHODS", "available_methods", "traffic", "copy_bandwidth",
+           "time_methods", "format_rows", "main"]
+
+
+def composite_batch_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
+    """Training-mode BN as chapter 3 writes it, one PyTorch op per step (autograd does the backward)."""
+    dims = [0] + list(range(2, x.dim()))
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    mu = x.mean(dim=dims, keepdim=True)
+    var = ((x - mu) ** 2).mean(dim=dims, keepdim=True)
+    x_hat = (x - mu) / torch.sqrt(var + eps)
+    return x_hat * weight.view(shape) + bias.view(shape)
+
+
+METHODS: dict[str, Callable[[Tensor, Tensor, Tensor, float], Tensor]] = {
+    "composite": composite_batch_norm,
+    "bnlib.torch": lambda x, w, b, eps: batch_norm_train(x, w, b, eps, check_finite=False)[0],
+    "torch": lambda x, w, b, eps: torch.nn.functional.batch_norm(x, None, None, w, b, True, 0.0, eps),
+    "triton": lambda x, w, b, eps: triton_bn.TritonBatchNormFunction.apply(x, w, b, eps)[0],
+}
+
+
+def available_methods(device: str) -> list[str]:
+    """The methods worth timing on ``device``: ``triton`` only where it is compiled for a GPU."""
+    names = ["composite", "bnlib.torch", "torch"]
+    if torch.device(device).type == "cuda" and not triton_bn.interpreted():
+        names.append("triton")
+    return names
+
+
+def _inputs(shape, device, dtype, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g, dtype=dtype).to(device).requires_grad_(True)
+    dy = torch.randn(shape, generator=g, dtype=dtype).to(device)
+    C = shape[1]
+    w = (1 + 0.1 * torch.randn(C, generator=g, dtype=dtype)).to(device).requires_grad_(True)
+    b = (0.1 * torch.randn(C, generator=g, dtype=dtype)).to(device).requires_grad_(True)
+    return x, w, b, dy
+
+
+def _step(method: str, x: Tensor, w: Tensor, b: Tensor, dy: Tensor) -> Callable[[], tuple]:
+    fn = METHODS[method]
+    return lambda: torch.autograd.grad(fn(x, w, b, 1e-5), (x, w, b), dy)
+
+
+def traffic(shape=(64, 32, 16, 16), dtype=torch.float32) -> dict[str, float]:
+    """Activation-sized passes over memory of one forward + backward pass, per method.
+
+    Counted on the CPU with :class:`MemoryTrace` (the count does not depend on
+    the device); ``triton`` is the sum of :data:`bnlib.kernels.PASSES`.
+    """
+    x, w, b, dy = _inputs(shape, "cpu", dtype)
+    passes = {}
+    for method in ("composite", "bnlib.torch", "torch"):
+        with MemoryTrace() as trace:
+            _step(method, x, w, b, dy)()
+        passes[method] = trace.passes(x)
+    passes["triton"] = float(sum(triton_bn.PASSES.values()))
+    return passes
+
+
+def _synchronize(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def copy_bandwidth(device: str = "cpu", nbytes: int = 256 * 2**20, repeats: int = 5) -> float:
+    """GB/s of ``dst.copy_(src)`` on ``device`` (read + write counted), the best of ``repeats``."""
+    src = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        _synchronize(device)
+        start = time.perf_counter()
+        dst.copy_(src)
+        _synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.numel() * 4 / best / 1e9
+
+
+def time_methods(shape, device: str = "cpu", dtype=torch.float32, repeats: int = 10,
+                 methods: list[str] | None = None) -> list[dict]:
+    """Median time of one forward + backward per method, the methods taking turns.
+
+    One dict per method: ``method``, ``ms``, ``passes`` (from :func:`traffic`
+    at the same shape), ``gbps`` (bytes moved under that count / time) and
+    ``ratio`` (time / the ``torch`` time).
+    """
+    methods = methods or available_methods(device)
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise ValueError(f"unknown methods {sorted(unknown)}; known: {sorted(METHODS)}")
+    x, w, b, dy = _inputs(shape, device, dtype)
+    steps = [_step(m, x, w, b, dy) for m in methods]
+    for step in steps:                        # warm up (and compile the Triton kernels)
+        step()
+    times = [[] for _ in methods]
+    for _ in range(repeats):
+        for k, step in enumerate(steps):
+            _synchronize(device)
+            start = time.perf_counter()
+            step()
+            _synchronize(device)
+            times[k].append(time.perf_counter() - start)
+    passes = traffic(shape, dtype)
+    nbytes = x.numel() * x.element_size()
+    medians = [sorted(t)[len(t) // 2] for t in times]
+    reference = medians[methods.index("torch")] if "torch" in methods else medians[0]
+    return [{"method": m, "ms": 1e3 * s, "passes": passes[m], "gbps": passes[m] * nbytes / s / 1e9,
+             "ratio": s / reference, "shape": tuple(shape), "device": device,
+             "dtype": str(dtype).replace("torch.", "")}
+            for m, s in zip(methods, medians)]
+
+
+def format_rows(rows: list[dict]) -> str:
+    """The rows of :func:`time_methods` as a text table."""
+    lines = [f"{'shape':<18}{'method':<13}{'ms':>9}{'vs torch':>10}{'passes':>8}{'GB/s':>8}"]
+    for r in rows:
+        lines.append(f"{str(r['shape']):<18}{r['method']:<13}{r['ms']:>9.3f}{r['ratio']:>9.2f}x"
+                     f"{r['passes']:>8.1f}{r['gbps']:>8.1f}")
+    return "\n".join(lines)
+
+
+def main(device: str = "cuda", repeats: int = 20) -> int:
+    """``python -m bnlib bench --device cuda``: the chapter 8 table on a GPU."""
+    shapes = [(256, 64, 56, 56), (32, 256, 28, 28), (8192, 1024)]
+    name = torch.cuda.get_device_name() if torch.device(device).type == "cuda" else "CPU"
+    print(f"BN forward + backward, float32, {name}, torch {torch.__version__}; "
+          f"copy bandwidth {copy_bandwidth(device):.0f} GB/s")
+    for shape in shapes:
+        print(format_rows(time_methods(shape, device, repeats=repeats)))
+    return 0

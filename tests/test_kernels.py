@@ -1,0 +1,154 @@
+"""The Triton kernels of chapter 8 against PyTorch (in Triton's interpreter when there is no GPU)."""
+import re
+
+import pytest
+import torch
+
+import bnlib.kernels as K
+import bnlib.torch as bt
+from bnlib.kernels import bench
+
+DEVICE = "cpu" if K.interpreted() else "cuda"
+SHAPES = [(8, 3), (5, 4, 7), (4, 3, 5, 6), (2, 2, 40, 40)]   # the last: several blocks per channel
+
+
+def _inputs(shape, dtype, seed=0, loc=0.0, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    x = (loc + scale * torch.randn(shape, generator=g, dtype=dtype)).to(DEVICE)
+    w = torch.randn(shape[1], generator=g, dtype=dtype).to(DEVICE)
+    b = torch.randn(shape[1], generator=g, dtype=dtype).to(DEVICE)
+    dy = torch.randn(shape, generator=g, dtype=dtype).to(DEVICE)
+    return x, w, b, dy
+
+
+def _grads(fn, x, w, b, dy):
+    x, w, b = (t.detach().clone().requires_grad_(True) for t in (x, w, b))
+    y = fn(x, w, b)
+    return (y.detach(), *torch.autograd.grad(y, (x, w, b), dy))
+
+
+def _torch_bn(x, w, b):
+    return torch.nn.functional.batch_norm(x, None, None, w, b, True, 0.0, 1e-5)
+
+
+def _triton_bn(x, w, b):
+    return K.TritonBatchNormFunction.apply(x, w, b, 1e-5)[0]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
+def test_forward_and_backward_match_pytorch(shape, dtype, tol):
+    x, w, b, dy = _inputs(shape, dtype)
+    ours, ref = _grads(_triton_bn, x, w, b, dy), _grads(_torch_bn, x, w, b, dy)
+    for name, a, r in zip(("y", "dx", "dgamma", "dbeta"), ours, ref):
+        assert a.dtype == r.dtype and a.shape == r.shape, name
+        assert (a - r).abs().max() <= tol * (1 + r.abs().max()), name
+
+
+def test_statistics_and_affine_none():
+    x, _, _, dy = _inputs((6, 3, 4), torch.float64)
+    y, mu, var, inv_std = K.batchnorm_forward(x, None, None)
+    dims = (0, 2)
+    assert torch.allclose(mu, x.mean(dims)) and torch.allclose(var, x.var(dims, correction=0))
+    assert torch.allclose(inv_std, 1 / torch.sqrt(var + 1e-5))
+    assert torch.allclose(y, _torch_bn(x, None, None), atol=1e-12)
+    dx, dgamma, dbeta = K.batchnorm_backward(dy, x, mu, inv_std, None)
+    xr = x.clone().requires_grad_(True)
+    (dx_ref,) = torch.autograd.grad(_torch_bn(xr, None, None), xr, dy)
+    assert torch.allclose(dx, dx_ref, atol=1e-12)
+    assert torch.allclose(dbeta, dy.sum(dims)) and torch.allclose(dgamma, (dy * (x - mu[:, None]) * inv_std[:, None]).sum(dims))
+
+
+def test_large_mean_small_spread_keeps_the_variance_in_float32():
+    # mean 1e4, std 1e-2: the naive E[x^2] - E[x]^2 in float32 loses every digit of the variance
+    x, w, b, _ = _inputs((64, 4), torch.float32, loc=1e4, scale=1e-2)
+    _, mu, var, _ = K.batchnorm_forward(x, w, b)
+    exact = x.double().var(0, correction=0)
+    assert ((var.double() - exact).abs() / exact).max() < 1e-3
+    naive = (x * x).mean(0) - x.mean(0) ** 2
+    assert ((naive.double() - exact).abs() / exact).max() > 0.1     # what the shift avoids
+
+
+def test_gradcheck_float64():
+    x, w, b, _ = _inputs((4, 2, 3), torch.float64)
+    args = tuple(t.requires_grad_(True) for t in (x, w, b))
+    assert torch.autograd.gradcheck(lambda x, w, b: _triton_bn(x, w, b), args, eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_modules_track_running_statistics_like_pytorch(momentum):
+    torch.manual_seed(0)
+    ours = K.TritonBatchNorm2d(3, momentum=momentum).to(DEVICE)
+    ref = torch.nn.BatchNorm2d(3, momentum=momentum).to(DEVICE)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 1.5)
+        ref.weight.copy_(ours.weight)
+    for step in range(3):
+        x = (torch.randn(4, 3, 5, 5) * (1 + step) + step).to(DEVICE)
+        assert torch.allclose(ours(x), ref(x), atol=1e-5)
+    for key in ("running_mean", "running_var", "num_batches_tracked"):
+        assert torch.allclose(getattr(ours, key).float(), getattr(ref, key).float(), atol=1e-5), key
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    ours.eval(), ref.eval()
+    x = torch.randn(2, 3, 5, 5).to(DEVICE)
+    assert torch.allclose(ours(x), ref(x), atol=1e-5)
+    layer = K.TritonBatchNorm1d(4).to(DEVICE)
+    assert torch.allclose(layer(torch.ones(6, 4).to(DEVICE).cumsum(0)),
+                          torch.nn.BatchNorm1d(4).to(DEVICE)(torch.ones(6, 4).to(DEVICE).cumsum(0)), atol=1e-5)
+
+
+def test_a_small_cnn_trains_the_same_with_either_layer():
+    def net(bn):
+        torch.manual_seed(1)
+        return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), bn(4), torch.nn.ReLU(),
+                                   torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3)).double().to(DEVICE)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(16, 1, 8, 8, generator=g, dtype=torch.float64).to(DEVICE)
+    labels = torch.randint(0, 3, (16,), generator=g).to(DEVICE)
+    models = [net(torch.nn.BatchNorm2d), net(K.TritonBatchNorm2d)]
+    for model in models:
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for _ in range(5):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), labels).backward()
+            opt.step()
+    for p, q in zip(models[0].state_dict().values(), models[1].state_dict().values()):
+        assert torch.allclose(p.double(), q.double(), atol=1e-10)
+
+
+def _t(*shape, dtype=torch.float32):
+    return torch.ones(shape, dtype=dtype, device=DEVICE).cumsum(0)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: K.batchnorm_forward(_t(5)), "must have shape (N, C, *)"),
+    (lambda: K.batchnorm_forward(_t(1, 3)), "more than 1 value per channel"),
+    (lambda: K.batchnorm_forward(_t(4, 3), _t(2)), "weight has shape (2,)"),
+    (lambda: K.batchnorm_forward(_t(4, 3, dtype=torch.int64)), "float16, bfloat16, float32 or float64"),
+    (lambda: K.batchnorm_backward(_t(4, 2), _t(4, 3), _t(3), _t(3)), "dy has shape (4, 2)"),
+    (lambda: K.batchnorm_forward(torch.ones(4, 3, device="meta" if DEVICE == "cpu" else "cpu")),
+     "TRITON_INTERPRET"),
+])
+def test_bad_input_is_a_clear_error(call, message):
+    with pytest.raises((ValueError, TypeError), match=re.escape(message)):
+        call()
+
+
+def test_bench_counts_passes_and_times_each_method():
+    passes = bench.traffic((16, 8, 6, 6))
+    assert passes["torch"] == pytest.approx(5.0, abs=0.05)          # read x, write y; read x, dy, write dx
+    assert passes["triton"] == 8
+    assert passes["composite"] > 2 * passes["bnlib.torch"] > 4 * passes["torch"]
+    rows = bench.time_methods((16, 8, 6, 6), "cpu", repeats=2)
+    assert [r["method"] for r in rows] == ["composite", "bnlib.torch", "torch"]   # no Triton timing on a CPU
+    assert all(r["ms"] > 0 and r["gbps"] > 0 for r in rows)
+    assert next(r for r in rows if r["method"] == "torch")["ratio"] == 1.0
+    with pytest.raises(ValueError, match="unknown methods"):
+        bench.time_methods((4, 2), "cpu", methods=["torch", "cudnn"])
+    assert "composite" in bench.format_rows(rows)
+
+
+def test_composite_matches_pytorch():
+    x, w, b, dy = _inputs((6, 3, 4, 4), torch.float64)
+    for a, r in zip(_grads(bench.composite_batch_norm, x, w, b, dy), _grads(_torch_bn, x, w, b, dy)):
+        assert torch.allclose(a, r, atol=1e-10)
