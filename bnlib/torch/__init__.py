@@ -11,6 +11,7 @@
   ``bn_eval_mode`` (chapter 5: batch norm at inference time).
 * :mod:`bnlib.torch.variants`: ``NoisyBatchNorm1d`` and ``LpBatchNorm1d``
   (chapter 7: noisy batch norm and Lp normalisations, Santurkar et al. 2018).
+* :mod:`bnlib.torch.distributed`: ``SyncBatchNorm``, ``SyncBatchNormFunction`` and ``convert_sync_batchnorm`` (chapter 8: batch norm across devices with ``torch.distributed``).
 
 Importing this package imports PyTorch; ``import bnlib`` alone does not.
 """
@@ -19,3 +20,4 @@ from bnlib.torch.modules import BatchNorm1d, BatchNorm2d, LayerNorm
 from bnlib.torch.deploy import (FrozenBatchNorm, bn_eval_mode, bn_layers_in_training_mode,
                                 fold_batchnorm, freeze_bn_stats, recompute_bn_stats)
 from bnlib.torch.variants import LpBatchNorm1d, NoisyBatchNorm1d
+from bnlib.torch.distributed import SyncBatchNorm, SyncBatchNormFunction, convert_sync_batchnorm
