@@ -66,7 +66,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from bnlib.torch.functional import _opmath, _per_channel
+from bnlib.torch.functional import _check_bn_arguments, _opmath, _per_channel
 from bnlib.torch.modules import BatchNorm1d, BatchNorm2d, _BatchNorm
 
 __all__ = ["SyncBatchNormFunction", "SyncBatchNorm", "convert_sync_batchnorm",
@@ -99,32 +99,6 @@ def _all_reduce_sum(t: Tensor, group=None) -> Tensor:
 # --------------------------------------------------------------------------
 # The autograd Function
 # --------------------------------------------------------------------------
-
-
-def _check_sync_arguments(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> None:
-    """The checks of BatchNormFunction, except the batch size: that one needs the global count."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() < 2:
-        raise ValueError(
-            f"x must have shape (N, C, *) with at least 2 dimensions; got {x.dim()}-D input "
-            f"of size {tuple(x.shape)}"
-        )
-    if not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
-    num_channels = x.shape[1]
-    for name, p in (("weight", weight), ("bias", bias)):
-        if p is None:
-            continue
-        if not isinstance(p, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor or None, got {type(p).__name__}")
-        if p.shape != (num_channels,):
-            raise ValueError(
-                f"{name} has shape {tuple(p.shape)} but x of size {tuple(x.shape)} has "
-                f"{num_channels} channels along axis 1: {name} must have shape ({num_channels},)"
-            )
-    if not eps > 0.0:
-        raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
 
 
 class SyncBatchNormFunction(torch.autograd.Function):
@@ -170,7 +144,7 @@ class SyncBatchNormFunction(torch.autograd.Function):
         return_stats: bool = False,
         check_finite: bool = True,
     ):
-        _check_sync_arguments(x, weight, bias, eps)
+        _check_bn_arguments(x, weight, bias, eps, check_batch_size=False)
         xc = _opmath(x)
         ndim = x.dim()
         num_channels = x.shape[1]

@@ -63,12 +63,15 @@ def _verify_batch_size(x: Tensor) -> None:
         )
 
 
-def _check_bn_arguments(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> None:
+def _check_bn_arguments(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float,
+                        check_batch_size: bool = True) -> None:
+    """Clear errors for input training-mode BN cannot use; ``check_batch_size=False`` skips the
+    "more than 1 value per channel" check (synchronised BN checks the global count instead)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() < 2:
         raise ValueError(
-            f"x must have shape (N, C), (N, C, L) or (N, C, H, W); got {x.dim()}-D input "
+            f"x must have shape (N, C, *) with at least 2 dimensions; got {x.dim()}-D input "
             f"of size {tuple(x.shape)}"
         )
     if not x.is_floating_point():
@@ -86,7 +89,8 @@ def _check_bn_arguments(x: Tensor, weight: Tensor | None, bias: Tensor | None, e
             )
     if not eps > 0.0:
         raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
-    _verify_batch_size(x)
+    if check_batch_size:
+        _verify_batch_size(x)
 
 
 def _raise_non_finite(x: Tensor, what: str) -> None:
