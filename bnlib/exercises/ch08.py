@@ -41,12 +41,15 @@ def eval_passes_reference() -> tuple[float, float]:
     return four_ops.passes(x), folded.passes(x)
 
 
-def check_eval_passes(four_ops: float, folded: float) -> Feedback:
-    """Exercise 8.1: the student's predicted pass counts, checked against a trace."""
+def check_eval_passes(predicted_passes: Callable) -> Feedback:
+    """Exercise 8.1: ``predicted_passes() -> (four_ops, folded)``, checked against a trace."""
 
     def body() -> str:
-        got4 = expect_scalar("your count for the four-operation version", four_ops)
-        got1 = expect_scalar("your count for the folded version", folded)
+        got = predicted_passes()
+        if not isinstance(got, (tuple, list)) or len(got) != 2:
+            raise ExerciseError("predicted_passes should return a pair (four_ops, folded)")
+        got4 = expect_scalar("your count for the four-operation version", got[0])
+        got1 = expect_scalar("your count for the folded version", got[1])
         exp4, exp1 = (round(v) for v in eval_passes_reference())
         if round(got4) != exp4:
             hint = (" - count a read of x (or of the previous result) and a write of a new tensor "
