@@ -66,7 +66,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from bnlib.torch.functional import _check_bn_arguments, _opmath, _per_channel
+from bnlib.torch.functional import _check_bn_arguments, _opmath, _per_channel, input_gradient
 from bnlib.torch.modules import BatchNorm1d, BatchNorm2d, _BatchNorm
 
 __all__ = ["SyncBatchNormFunction", "SyncBatchNorm", "convert_sync_batchnorm",
@@ -227,11 +227,7 @@ class SyncBatchNormFunction(torch.autograd.Function):
         if need_dx and m > 0:
             # Chapter 3, equation ch3-dx, with the global sums and the global M:
             # dx = gamma * inv_std / M * (M * dy - S1 - x_hat * S2)
-            scale = inv_std / m if weight is None else weight.to(inv_std.dtype) * inv_std / m
-            dx = _per_channel(scale, ndim) * (
-                m * dy - _per_channel(s1, ndim) - x_hat * _per_channel(s2, ndim)
-            )
-            dx = dx.to(ctx.x_dtype)
+            dx = input_gradient(dy, x_hat, inv_std, weight, m, s1, s2).to(ctx.x_dtype)
         elif need_dx:  # empty batch
             dx = torch.zeros_like(dy, dtype=ctx.x_dtype)
         if need_dweight:

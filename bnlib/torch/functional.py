@@ -193,20 +193,27 @@ class BatchNormFunction(torch.autograd.Function):
 
         dx = dweight = dbias = None
         if need_dx:
-            # Chapter 3, equation ch3-dx:
-            # dx = gamma * inv_std / m * (m * dy - sum(dy) - x_hat * sum(dy * x_hat))
-            scale = inv_std / m if weight is None else weight.to(inv_std.dtype) * inv_std / m
-            dx = _per_channel(scale, ndim) * (
-                m * dy
-                - _per_channel(sum_dy, ndim)
-                - x_hat * _per_channel(sum_dy_xhat, ndim)
-            )
-            dx = dx.to(ctx.x_dtype)
+            dx = input_gradient(dy, x_hat, inv_std, weight, m, sum_dy, sum_dy_xhat).to(ctx.x_dtype)
         if need_dweight:
             dweight = sum_dy_xhat.to(ctx.weight_dtype)
         if need_dbias:
             dbias = sum_dy.to(ctx.bias_dtype)
         return dx, dweight, dbias, None, None, None
+
+
+def input_gradient(dy: Tensor, x_hat: Tensor, inv_std: Tensor, weight: Tensor | None, m: int,
+                   sum_dy: Tensor, sum_dy_xhat: Tensor) -> Tensor:
+    """Chapter 3, equation ``ch3-dx``: the gradient of the loss with respect to BN's input.
+
+    ``dx = gamma * inv_std / m * (m * dy - sum(dy) - x_hat * sum(dy * x_hat))``, with the
+    per-channel sums given, so that synchronised BN (chapter 8) can pass the sums over
+    all devices and the global ``m``.
+    """
+    ndim = x_hat.dim()
+    scale = inv_std / m if weight is None else weight.to(inv_std.dtype) * inv_std / m
+    return _per_channel(scale, ndim) * (
+        m * dy - _per_channel(sum_dy, ndim) - x_hat * _per_channel(sum_dy_xhat, ndim)
+    )
 
 
 def batch_norm_train(
