@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bnlib import experiments
-from bnlib.experiments import deep_relu, depth_stats, fan_in, init_mnist
+from bnlib.experiments import fan_in, init_mnist
 from bnlib.scratch import numerical_gradient, rel_error
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 import bnlib.kernels as K
-import bnlib.torch as bt
 from bnlib.kernels import bench
 
 DEVICE = "cpu" if K.interpreted() else "cuda"

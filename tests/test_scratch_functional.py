@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bnlib.scratch import blocked
-from bnlib.scratch import functional as F
 from bnlib.scratch.functional import (batchnorm_backward, batchnorm_backward_staged,
                                       batchnorm_eval, batchnorm_forward, layernorm_backward,
                                       layernorm_forward)

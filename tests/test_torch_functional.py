@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bnlib.torch import BatchNormFunction, LayerNormFunction, batch_norm, batch_norm_train, layer_norm
+from bnlib.torch import BatchNormFunction, batch_norm, batch_norm_train, layer_norm
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

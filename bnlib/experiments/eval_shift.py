@@ -149,7 +149,6 @@ class EvalShiftResult(Result):
 def run(config: Config, progress: bool = False) -> EvalShiftResult:
     """Train both networks, then measure every shift x severity x method."""
     from bnlib import data
-    from bnlib.scratch import BatchNorm
     from bnlib.scratch.running import recompute_bn_stats
     from bnlib.training import cpu_threads, fit
 
