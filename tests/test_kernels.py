@@ -151,3 +151,11 @@ def test_composite_matches_pytorch():
     x, w, b, dy = _inputs((6, 3, 4, 4), torch.float64)
     for a, r in zip(_grads(bench.composite_batch_norm, x, w, b, dy), _grads(_torch_bn, x, w, b, dy)):
         assert torch.allclose(a, r, atol=1e-10)
+
+
+def test_torch_compile_of_the_composite_matches_pytorch():
+    # torch.compile fuses chapter 3's equations (chapter 8 times it); same values and gradients
+    x, w, b, dy = (t.cpu() for t in _inputs((8, 3, 4, 4), torch.float32))
+    for a, r in zip(_grads(bench.compiled_composite, x, w, b, dy), _grads(_torch_bn, x, w, b, dy)):
+        assert torch.allclose(a, r, atol=1e-4)
+    assert bench.time_methods((8, 3, 4, 4), "cpu", repeats=1, methods=["torch.compile", "torch"])[0]["ms"] > 0

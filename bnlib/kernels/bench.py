@@ -9,7 +9,9 @@ Four implementations of the same training-mode forward + backward pass:
 * ``torch``: :func:`torch.nn.functional.batch_norm`, PyTorch's own fused
   kernels (cuDNN's on an NVIDIA GPU);
 * ``triton``: :mod:`bnlib.kernels`, two fused kernels; timed only when Triton
-  compiles for a GPU (its CPU interpreter is a checking tool, not a fast path).
+  compiles for a GPU (its CPU interpreter is a checking tool, not a fast path);
+* ``torch.compile``: the composite version compiled (:func:`compiled_composite`),
+  timed when asked for by name.
 
 :func:`traffic` counts what each moves with :class:`bnlib.torch.traffic.MemoryTrace`
 (for ``triton``, the passes its kernels make by construction);
@@ -28,7 +30,7 @@ from bnlib.kernels import batchnorm as triton_bn
 from bnlib.torch.functional import batch_norm_train
 from bnlib.torch.traffic import MemoryTrace
 
-__all__ = ["composite_batch_norm", "METHODS", "available_methods", "traffic", "copy_bandwidth",
+__all__ = ["composite_batch_norm", "compiled_composite", "METHODS", "available_methods", "traffic", "copy_bandwidth",
            "time_methods", "format_rows", "main"]
 
 
@@ -42,8 +44,23 @@ def composite_batch_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1
     return x_hat * weight.view(shape) + bias.view(shape)
 
 
+_compiled: dict[str, Callable] = {}
+
+
+def compiled_composite(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
+    """:func:`composite_batch_norm` through ``torch.compile``, compiled on the first call.
+
+    The compiler fuses the separate operations (forward and backward) into a few
+    loops: C++ on the CPU (it needs a C++ compiler), Triton kernels on a GPU.
+    """
+    if "fn" not in _compiled:
+        _compiled["fn"] = torch.compile(composite_batch_norm)
+    return _compiled["fn"](x, weight, bias, eps)
+
+
 METHODS: dict[str, Callable[[Tensor, Tensor, Tensor, float], Tensor]] = {
     "composite": composite_batch_norm,
+    "torch.compile": compiled_composite,
     "bnlib.torch": lambda x, w, b, eps: batch_norm_train(x, w, b, eps, check_finite=False)[0],
     "torch": lambda x, w, b, eps: torch.nn.functional.batch_norm(x, None, None, w, b, True, 0.0, eps),
     "triton": lambda x, w, b, eps: triton_bn.TritonBatchNormFunction.apply(x, w, b, eps)[0],
@@ -132,11 +149,12 @@ def time_methods(shape, device: str = "cpu", dtype=torch.float32, repeats: int =
             step()
             _synchronize(device)
             times[k].append(time.perf_counter() - start)
-    passes = traffic(shape, dtype)
+    passes = traffic(shape, dtype)          # torch.compile's fused loops are not traced: NaN
     nbytes = x.numel() * x.element_size()
     medians = [sorted(t)[len(t) // 2] for t in times]
     reference = medians[methods.index("torch")] if "torch" in methods else medians[0]
-    return [{"method": m, "ms": 1e3 * s, "passes": passes[m], "gbps": passes[m] * nbytes / s / 1e9,
+    return [{"method": m, "ms": 1e3 * s, "passes": passes.get(m, float("nan")),
+             "gbps": passes.get(m, float("nan")) * nbytes / s / 1e9,
              "ratio": s / reference, "shape": tuple(shape), "device": device,
              "dtype": str(dtype).replace("torch.", "")}
             for m, s in zip(methods, medians)]
