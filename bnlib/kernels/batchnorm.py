@@ -24,8 +24,8 @@ backward, :func:`_bn_backward_kernel`
      - x_hat * sum(dy * x_hat) / m)``.
 
 So a training step moves the activation-sized tensors ``3 + 5 = 8`` times
-(:data:`PASSES`); the forward pass saves only ``mu`` and ``inv_std`` (two
-numbers per channel) for the backward pass.
+(:data:`PASSES`); besides ``x`` itself, the forward pass saves only ``mu``
+and ``inv_std`` (two numbers per channel) for the backward pass.
 
 Where the kernels run.  On a machine with a CUDA GPU Triton compiles them for
 it and they take CUDA tensors.  Without one, importing :mod:`bnlib.kernels`
@@ -88,15 +88,15 @@ def _bn_forward_kernel(X, Y, W, B, MEAN, VAR, INV_STD, N, C, L, eps,
     scale = inv_std
     if HAS_W:
         scale = scale * tl.load(W + c).to(ACC)
-    shift = 0.0
+    beta = 0.0
     if HAS_B:
-        shift = tl.load(B + c).to(ACC)
+        beta = tl.load(B + c).to(ACC)
     for start in range(0, m, BLOCK):                # pass 2: read x, write y
         j = start + tl.arange(0, BLOCK)
         inside = j < m
         offsets = (j // L) * (C * L) + first + (j % L)
         x = tl.load(X + offsets, mask=inside, other=0.0).to(ACC)
-        tl.store(Y + offsets, ((x - mu) * scale + shift).to(Y.dtype.element_ty), mask=inside)
+        tl.store(Y + offsets, ((x - mu) * scale + beta).to(Y.dtype.element_ty), mask=inside)
 
 
 @triton.jit
