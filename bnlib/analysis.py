@@ -7,6 +7,8 @@
 * :func:`mlp` (PyTorch): the multilayer perceptrons of the chapter's
   experiments, with no normalisation, batch norm or one of the variants of
   :mod:`bnlib.torch.variants` before each activation.
+* :func:`sgd_train` and :func:`accuracy_headline`: the training loop and the
+  headline numbers the chapter's experiments share.
 * :func:`sgd_step`, :func:`gradients`, :func:`gradient_change` (Santurkar et
   al.'s optimisation view of internal covariate shift, eq. ch7-ics) and
   :func:`landscape_probe` (loss and gradient along the gradient direction, eqs.
@@ -159,6 +161,44 @@ def sgd_step(model, grads, lr: float) -> None:
     with torch.no_grad():
         for p, g in zip(model.parameters(), grads):
             p.sub_(lr * g)
+
+
+def sgd_train(model, x, y, config, *, on_eval=None, desc: str = "", progress: bool = False) -> list[float]:
+    """Plain SGD, the training loop of the chapter 7 experiments; returns the loss of every step.
+
+    ``config`` supplies ``steps``, ``batch_size``, ``lr``, ``eval_every`` and
+    ``seed`` (the batches are drawn with ``np.random.default_rng([seed, 2])``,
+    so every network of an experiment sees the same ones).  ``on_eval(step)``
+    is called after every ``eval_every``-th step.
+    """
+    import torch
+
+    from bnlib.experiments.base import progress as progress_bar
+    from bnlib.training import batch_indices
+
+    rng = np.random.default_rng([config.seed, 2])
+    batches = batch_indices(len(y), config.batch_size, config.steps, rng)
+    losses = []
+    for step, idx in enumerate(progress_bar(batches, total=config.steps, desc=desc,
+                                            enabled=progress), 1):
+        idx = torch.as_tensor(idx, device=x.device)
+        grads, loss = gradients(model, x[idx], y[idx])
+        sgd_step(model, grads, config.lr)
+        losses.append(loss)
+        if on_eval is not None and step % config.eval_every == 0:
+            on_eval(step)
+    return losses
+
+
+def accuracy_headline(eval_steps, test_acc, losses, target_acc: float, tail: int) -> dict:
+    """Final and best test accuracy, the first evaluated step at ``target_acc`` (None if never)
+    and the mean training loss of the last ``tail`` steps."""
+    test_acc = np.asarray(test_acc)
+    reached = [int(s) for s, a in zip(eval_steps, test_acc) if a >= target_acc]
+    return {"final_test_acc": round(float(test_acc[-1]), 4),
+            "best_test_acc": round(float(test_acc.max()), 4),
+            "first_step_at_target": reached[0] if reached else None,
+            "final_train_loss": round(float(np.mean(losses[-max(1, tail):])), 4)}
 
 
 class _frozen_state:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bnlib.experiments import base
 from bnlib.experiments.base import ExperimentConfig, Result, Timer
 
 NAME = "lp-norm"
@@ -63,10 +62,7 @@ class LpNormResult(Result):
 
 def run(config: Config, progress: bool = False) -> LpNormResult:
     """Train one network per entry of NORMS on the same batches; record test accuracy."""
-    import torch
-
     from bnlib import analysis
-    from bnlib.training import batch_indices
 
     if config.steps < 1 or config.eval_every < 1 or config.batch_size < 2:
         raise ValueError("steps and eval_every must be >= 1 and batch_size >= 2")
@@ -75,28 +71,18 @@ def run(config: Config, progress: bool = False) -> LpNormResult:
     for name in NORMS:
         model = analysis.mlp([x.shape[1], *config.hidden, 10], config.activation,
                              None if name == "plain" else name, seed=config.seed, device=config.device)
-        h = {"eval_step": [0], "test_acc": [analysis.evaluate(model, xt, yt)[1]], "loss": []}
-        rng = np.random.default_rng([config.seed, 2])
+        h = {"eval_step": [0], "test_acc": [analysis.evaluate(model, xt, yt)[1]]}
+
+        def evaluate_now(step):
+            h["eval_step"].append(step)
+            h["test_acc"].append(analysis.evaluate(model, xt, yt)[1])
+
         with Timer() as t:
-            batches = batch_indices(len(y), config.batch_size, config.steps, rng)
-            for step, idx in enumerate(base.progress(batches, total=config.steps, desc=name,
-                                                     enabled=progress), 1):
-                idx = torch.as_tensor(idx, device=x.device)
-                grads, loss = analysis.gradients(model, x[idx], y[idx])
-                analysis.sgd_step(model, grads, config.lr)
-                h["loss"].append(loss)
-                if step % config.eval_every == 0:
-                    h["eval_step"].append(step)
-                    h["test_acc"].append(analysis.evaluate(model, xt, yt)[1])
-        h = {k: np.asarray(v) for k, v in h.items()}
-        histories[name] = h
-        reached = [int(s) for s, a in zip(h["eval_step"], h["test_acc"]) if a >= config.target_acc]
-        headline[name] = {
-            "final_test_acc": round(float(h["test_acc"][-1]), 4),
-            "best_test_acc": round(float(h["test_acc"].max()), 4),
-            "first_step_at_target": reached[0] if reached else None,
-            "final_train_loss": round(float(np.mean(h["loss"][-max(1, config.steps // 10):])), 4),
-        }
+            h["loss"] = analysis.sgd_train(model, x, y, config, on_eval=evaluate_now, desc=name,
+                                           progress=progress)
+        histories[name] = h = {k: np.asarray(v) for k, v in h.items()}
+        headline[name] = analysis.accuracy_headline(h["eval_step"], h["test_acc"], h["loss"],
+                                                    config.target_acc, config.steps // 10)
         timings[f"{name}_s"] = t.seconds
     headline["target_acc"] = config.target_acc
     headline["data"] = ds.source

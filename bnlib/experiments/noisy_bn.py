@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bnlib.experiments import base
 from bnlib.experiments.base import ExperimentConfig, Result, Timer
 
 NAME = "noisy-bn"
@@ -112,10 +111,7 @@ def _distribution_motion(pct: np.ndarray) -> dict:
 
 def run(config: Config, progress: bool = False) -> NoisyBnResult:
     """Train the three networks on the same batches; record accuracy and one unit's percentiles."""
-    import torch
-
     from bnlib import analysis
-    from bnlib.training import batch_indices
 
     if config.steps < 1 or config.eval_every < 1 or config.batch_size < 2:
         raise ValueError("steps and eval_every must be >= 1 and batch_size >= 2")
@@ -138,27 +134,14 @@ def run(config: Config, progress: bool = False) -> NoisyBnResult:
             h["pct"].append(np.percentile(z, PERCENTILES))
             h["test_acc"].append(analysis.evaluate(model, xt, yt)[1])
 
-        rng = np.random.default_rng([config.seed, 2])
         with Timer() as t:
             probe_now(0)
-            batches = batch_indices(len(y), config.batch_size, config.steps, rng)
-            for step, idx in enumerate(base.progress(batches, total=config.steps, desc=kind,
-                                                     enabled=progress), 1):
-                idx = torch.as_tensor(idx, device=x.device)
-                grads, loss = analysis.gradients(model, x[idx], y[idx])
-                analysis.sgd_step(model, grads, config.lr)
-                h["loss"].append(loss)
-                if step % config.eval_every == 0:
-                    probe_now(step)
+            h["loss"] = analysis.sgd_train(model, x, y, config, on_eval=probe_now, desc=kind,
+                                           progress=progress)
         histories[kind] = {k: np.asarray(v) for k, v in h.items()}
-        acc = histories[kind]["test_acc"]
-        steps = histories[kind]["eval_step"]
-        reached = [int(s) for s, a in zip(steps, acc) if a >= config.target_acc]
         headline[kind] = {
-            "final_test_acc": round(float(acc[-1]), 4),
-            "best_test_acc": round(float(acc.max()), 4),
-            "first_step_at_target": reached[0] if reached else None,
-            "final_train_loss": round(float(np.mean(h["loss"][-config.eval_every:])), 4),
+            **analysis.accuracy_headline(histories[kind]["eval_step"], histories[kind]["test_acc"],
+                                         h["loss"], config.target_acc, config.eval_every),
             **{k: round(v, 4) for k, v in _distribution_motion(histories[kind]["pct"]).items()},
         }
         timings[f"{kind}_s"] = t.seconds
