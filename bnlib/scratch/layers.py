@@ -23,7 +23,7 @@ import numpy as np
 from . import functional as F
 from . import init as initializers
 
-__all__ = ["Layer", "Linear", "BatchNorm", "LayerNorm", "ReLU", "Tanh", "Sigmoid",
+__all__ = ["Layer", "AffineNorm", "Linear", "BatchNorm", "LayerNorm", "ReLU", "Tanh", "Sigmoid",
            "Identity", "Sequential", "mlp"]
 
 
@@ -70,6 +70,17 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+class AffineNorm(Layer):
+    """Base of the normalisation layers with a scale ``gamma`` and a shift ``beta``
+    (and their gradients ``dgamma``, ``dbeta`` set by ``backward``)."""
+
+    def params(self) -> list[np.ndarray]:
+        return [self.gamma, self.beta]
+
+    def grads(self) -> list[np.ndarray]:
+        return [self.dgamma, self.dbeta]
 
 
 class Linear(Layer):
@@ -126,7 +137,7 @@ class Linear(Layer):
         return f"Linear({self.n_in}, {self.n_out}, init={self.init_name!r}{extra})"
 
 
-class BatchNorm(Layer):
+class BatchNorm(AffineNorm):
     """Batch normalisation (chapters 3-5) for ``(N, D)`` or ``(N, C, H, W)`` input.
 
     Training mode normalises with the statistics of the batch
@@ -208,17 +219,11 @@ class BatchNorm(Layer):
         self.dgamma[...] = (dy * x_hat).sum(axis=axes)
         return dy * (self.gamma * inv_std).reshape(shape)
 
-    def params(self) -> list[np.ndarray]:
-        return [self.gamma, self.beta]
-
-    def grads(self) -> list[np.ndarray]:
-        return [self.dgamma, self.dbeta]
-
     def __repr__(self) -> str:
         return f"BatchNorm({self.num_features}, eps={self.eps:g}, momentum={self.momentum})"
 
 
-class LayerNorm(Layer):
+class LayerNorm(AffineNorm):
     """Layer normalisation (chapter 6): statistics per example over its features.
 
     ``num_features`` is the feature shape ``x.shape[1:]`` (an int for 2-D
@@ -252,12 +257,6 @@ class LayerNorm(Layer):
         cache = self._need_forward("_cache")
         dx, self.dgamma[...], self.dbeta[...] = F.layernorm_backward(dy, cache)
         return dx
-
-    def params(self) -> list[np.ndarray]:
-        return [self.gamma, self.beta]
-
-    def grads(self) -> list[np.ndarray]:
-        return [self.dgamma, self.dbeta]
 
     def __repr__(self) -> str:
         n = self.normalized_shape[0] if len(self.normalized_shape) == 1 else self.normalized_shape

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import functional as F
-from .layers import Layer
+from .layers import AffineNorm, Layer
 
 __all__ = ["groupnorm_forward", "groupnorm_backward", "instancenorm_forward",
            "instancenorm_backward", "rmsnorm_forward", "rmsnorm_backward",
@@ -198,7 +198,7 @@ def rmsnorm_backward(dy: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarra
 
 # ------------------------------------------------------------------------ layers
 
-class GroupNorm(Layer):
+class GroupNorm(AffineNorm):
     """Group normalisation layer, like ``torch.nn.GroupNorm(num_groups, num_channels)``.
 
     Input ``(N, C, *spatial)`` with ``C = num_channels``; ``gamma`` (ones) and
@@ -235,12 +235,6 @@ class GroupNorm(Layer):
         cache = self._need_forward("_cache")
         dx, self.dgamma[...], self.dbeta[...] = groupnorm_backward(dy, cache)
         return dx
-
-    def params(self) -> list[np.ndarray]:
-        return [self.gamma, self.beta]
-
-    def grads(self) -> list[np.ndarray]:
-        return [self.dgamma, self.dbeta]
 
     def __repr__(self) -> str:
         return f"GroupNorm({self.num_groups}, {self.num_channels}, eps={self.eps:g})"
