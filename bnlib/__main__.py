@@ -1,7 +1,10 @@
-"""Command line: ``python -m bnlib {list, run, bench, student, grade}``.
+"""Command line: ``python -m bnlib {list, run, reproduce, results, audit, bench, student, grade}``.
 
 * ``list``                      the experiments, one line each
 * ``run NAME --scale S ...``    run one experiment, write NAME.json and NAME.png
+* ``reproduce NAME... --scale S --seeds K``  run K seeds, write results/NAME/S.json
+* ``results``                   list the stored results (name, scale, seeds, date, wall time)
+* ``audit chapters``            list numbers in the prose that are not glued, maths or cited
 * ``bench``                     time BN forward+backward: NumPy vs PyTorch (chapter 3);
                                 ``--device cuda``: PyTorch vs Triton on a GPU (chapter 8)
 * ``student SRC DST``           write the student version of the notebooks (no solutions)
@@ -50,6 +53,72 @@ def _cmd_run(args) -> int:
             print(f"{key}: {value}")
     print(f"wrote {json_path} and {png_path} in {result.timings['total_s']:.1f} s")
     return 0
+
+
+def _cmd_reproduce(args) -> int:
+    from bnlib import experiments, results
+    from bnlib._device import resolve_device
+
+    for name in args.names:
+        try:
+            experiments.get(name)
+        except KeyError as err:
+            raise SystemExit(f"error: {err.args[0]}") from None
+    if args.seeds < 1:
+        raise SystemExit(f"error: --seeds must be >= 1; got {args.seeds}")
+    if args.jobs < 1:
+        raise SystemExit(f"error: --jobs must be >= 1; got {args.jobs}")
+    try:
+        device = resolve_device(args.device)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    for name in args.names:
+        print(f"reproducing {name} at {args.scale} scale, seeds 0..{args.seeds - 1}, on {device}",
+              file=sys.stderr)
+        command = (f"python -m bnlib reproduce {name} --scale {args.scale} --seeds {args.seeds}")
+        try:
+            path = results.reproduce(name, args.scale, args.seeds, results_dir=args.results,
+                                     device=device, jobs=args.jobs, progress=True,
+                                     command=command)
+        except OSError as err:
+            raise SystemExit(f"error: cannot write under --results {args.results or results.RESULTS_DIR}: "
+                             f"{err.strerror or err}") from None
+        data = results.load(name, args.scale, args.results)
+        print(f"wrote {path} ({len(data['seeds'])} seeds, {data['provenance']['wall_s']:.0f} s)")
+    return 0
+
+
+def _cmd_results(args) -> int:
+    from bnlib import results
+
+    rows = results.stored(args.results)
+    if not rows:
+        print(f"no stored results under {args.results or results.RESULTS_DIR}")
+        return 0
+    print(f"{'name':<22} {'scale':<6} {'seeds':<12} {'date':<25} {'wall time':>10}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['name']:<22} {r['scale']:<6} unreadable: {r['error']}")
+            continue
+        seeds = ",".join(map(str, r["seeds"]))
+        wall = f"{r['wall_s']:.0f} s" if r.get("wall_s") is not None else "?"
+        print(f"{r['name']:<22} {r['scale']:<6} {seeds:<12} {r['date'] or '?':<25} {wall:>10}")
+    return 0
+
+
+def _cmd_audit(args) -> int:
+    from bnlib import audit
+
+    findings = []
+    try:
+        for path in audit.notebooks(args.paths):
+            findings += audit.audit_notebook(path)
+    except FileNotFoundError as err:
+        raise SystemExit(f"error: {err}") from None
+    for f in findings:
+        print(f)
+    print(f"{len(findings)} unsourced number(s) in prose", file=sys.stderr)
+    return 1 if findings else 0
 
 
 def _cmd_bench(args) -> int:
@@ -111,6 +180,23 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", default="runs")
     run.set_defaults(func=_cmd_run)
+
+    rep = sub.add_parser("reproduce", help="run experiments over seeds, store results/NAME/SCALE.json")
+    rep.add_argument("names", nargs="+", metavar="NAME")
+    rep.add_argument("--scale", default="paper", choices=["smoke", "book", "paper"])
+    rep.add_argument("--seeds", type=int, default=3, help="run seeds 0..K-1 (default 3)")
+    rep.add_argument("--results", default=None, help="folder to write under (default: results/)")
+    rep.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    rep.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes")
+    rep.set_defaults(func=_cmd_reproduce)
+
+    res = sub.add_parser("results", help="list the stored results")
+    res.add_argument("--results", default=None, help="folder to list (default: results/)")
+    res.set_defaults(func=_cmd_results)
+
+    aud = sub.add_parser("audit", help="list numbers in prose that are neither glued, maths nor cited")
+    aud.add_argument("paths", nargs="*", default=["chapters"])
+    aud.set_defaults(func=_cmd_audit)
 
     bench = sub.add_parser("bench", help="time BN forward+backward: NumPy vs PyTorch on the CPU "
                                          "(chapter 3), or PyTorch vs Triton on a GPU (chapter 8)")
