@@ -124,6 +124,8 @@ def _cmd_audit(args) -> int:
 def _cmd_bench(args) -> int:
     from bnlib._device import resolve_device
 
+    if args.repeats < 1:
+        raise SystemExit(f"error: --repeats must be >= 1; got {args.repeats}")
     try:
         device = resolve_device(args.device)
     except ValueError as err:

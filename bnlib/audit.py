@@ -85,7 +85,7 @@ _APPENDIX = re.compile(r"\b[A-Z]\.\d+(\.\d+)*\b")
 
 _NUMBER = re.compile(
     r"(?<![\w.])"
-    r"(?:[x×]\s?\d[\d,]*(?:\.\d+)?"                        # x10.8, × 2
+    r"(?:(?<!\d )[x×]\s?\d[\d,]*(?:\.\d+)?"                 # x10.8, × 2 (not 8 x 8)
     r"|\d[\d,]*(?:\.\d+)?\s?(?:%|percent\b|per cent\b)"    # 97%, 85 percent
     r"|\d[\d,]*(?:\.\d+)?(?:x|×)(?![\w])"                  # 2x, 1.5×
     r"|\d[\d,]*(?:\.\d+)?\s+times\b"                       # 3 times
@@ -176,7 +176,7 @@ def _words_before(sentence: str, start: int, n: int = 4) -> str:
 def _accounted(sentence: str, m: re.Match) -> bool:
     before = _words_before(sentence, m.start())
     last = before.split()[-1] if before else ""
-    last = last.strip("(,;:")
+    last = last.strip("(,;:*_")
     if last in _NAME_WORDS and last not in ("and", "or", "to", "step") and "%" not in m.group(0):
         return True
     if last in ("and", "or", "to", "-") and re.search(

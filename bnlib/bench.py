@@ -52,19 +52,13 @@ ARRAYS_MOVED = 4          # read x, read dy, write y, write dx
 def time_fn(fn: Callable[[], object], repeats: int = 20, warmup: int = 2) -> float:
     """Median wall-clock seconds of ``fn()`` over ``repeats`` calls, after ``warmup`` calls.
 
-    The median, not the mean or minimum: robust to the occasional slow call
-    caused by another process, and still representative of a typical call.
+    A shorthand for ``bnlib.timing.time_one(fn, repeats, warmup).median``; to
+    compare several functions use :func:`bnlib.timing.compare`, which
+    interleaves them and says whether the difference is resolved.
     """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be >= 1 and warmup >= 0; got {repeats}, {warmup}")
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    from bnlib.timing import time_one
+
+    return time_one(fn, repeats, warmup).median
 
 
 def memcpy_bandwidth(nbytes: int = 256 * 2**20, repeats: int = 5) -> float:
@@ -90,25 +84,17 @@ def _torch_fn(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, dy: np.ndarray
     return run
 
 
-def _interleaved(methods, warmup: int) -> list[tuple[str, int, float]]:
-    """Median seconds of each method, timed in turn (round robin) so that a change in
-    the machine's load while the benchmark runs affects every method alike."""
+def _interleaved(methods, warmup: int):
+    """Time the methods with :func:`bnlib.timing.compare` (each on its own thread count)."""
     import torch
 
-    for _, fn, threads, _ in methods:
-        torch.set_num_threads(threads)
-        for _ in range(warmup):
-            fn()
-    times: list[list[float]] = [[] for _ in methods]
-    for r in range(max(m[3] for m in methods)):
-        for k, (_, fn, threads, runs) in enumerate(methods):
-            if r < runs:
-                torch.set_num_threads(threads)
-                start = time.perf_counter()
-                fn()
-                times[k].append(time.perf_counter() - start)
-    return [(name, threads, float(np.median(t)))
-            for (name, _, threads, _), t in zip(methods, times)]
+    from bnlib.timing import compare
+
+    return compare({name: fn for name, fn, _, _ in methods}, repeats=max(m[3] for m in methods),
+                   warmup=warmup,
+                   prepare={name: (lambda t=threads: torch.set_num_threads(t))
+                            for name, _, threads, _ in methods},
+                   runs={name: runs for name, _, _, runs in methods})
 
 
 def bench_results(shapes: Sequence[tuple[int, ...]] = DEFAULT_SHAPES, repeats: int = 20,
@@ -164,13 +150,16 @@ def bench_results(shapes: Sequence[tuple[int, ...]] = DEFAULT_SHAPES, repeats: i
                 methods.append((f"torch ({default_threads} threads)", torch_fn,
                                 default_threads, repeats))
             timed = _interleaved(methods, warmup=1)
-            torch_s = next(s for name, _, s in timed if name == "torch")
             nbytes = ARRAYS_MOVED * x.nbytes
-            for (name, threads, seconds), method in zip(timed, methods):
+            for name, _, threads, runs in methods:
+                t = timed[name]
                 rows.append({"shape": shape, "dtype": np.dtype(dtype).name, "method": name,
-                             "threads": threads, "runs": method[3], "ms": 1e3 * seconds,
-                             "ratio": seconds / torch_s, "bytes": nbytes,
-                             "gbps": nbytes / seconds / 1e9, "memcpy_gbps": memcpy})
+                             "threads": threads, "runs": runs, "ms": 1e3 * t.median,
+                             "min_ms": 1e3 * t.min, "low_ms": 1e3 * t.low,
+                             "high_ms": 1e3 * t.high, "ratio": timed.ratio(name, "torch"),
+                             "resolved": name == "torch" or timed.resolved(name, "torch"),
+                             "bytes": nbytes, "gbps": nbytes / t.median / 1e9,
+                             "memcpy_gbps": memcpy})
     finally:
         torch.set_num_threads(default_threads)
     return rows
@@ -179,11 +168,14 @@ def bench_results(shapes: Sequence[tuple[int, ...]] = DEFAULT_SHAPES, repeats: i
 def format_table(rows: list[dict]) -> str:
     """The rows of :func:`bench_results` as a fixed-width text table."""
     head = (f"{'shape':<18} {'method':<20} {'threads':>7} {'runs':>5} {'ms':>9} "
-            f"{'vs torch':>9} {'GB/s':>7}")
+            f"{'spread (10-90%)':>16} {'vs torch':>9} {'resolved':>8} {'GB/s':>7}")
     lines = [head, "-" * len(head)]
     for r in rows:
+        spread = f"{r['low_ms']:.1f}-{r['high_ms']:.1f}" if "low_ms" in r else ""
+        res = "yes" if r.get("resolved") else "no"
         lines.append(f"{str(r['shape']):<18} {r['method']:<20} {r['threads']:>7d} "
-                     f"{r['runs']:>5d} {r['ms']:>9.1f} {r['ratio']:>8.2f}x {r['gbps']:>7.2f}")
+                     f"{r['runs']:>5d} {r['ms']:>9.1f} {spread:>16} {r['ratio']:>8.2f}x "
+                     f"{res:>8} {r['gbps']:>7.2f}")
     return "\n".join(lines)
 
 

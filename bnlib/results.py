@@ -47,7 +47,7 @@ import numpy as np
 
 __all__ = ["RESULTS_DIR", "REPRODUCE", "load", "path_for", "stored", "reproduce",
            "aggregate", "flatten", "ci95", "paired_difference", "Difference", "stat", "fmt",
-           "is_timing_key"]
+           "is_timing_key", "table"]
 
 #: the repository's ``results/`` folder (``BNLIB_RESULTS`` overrides it)
 RESULTS_DIR = Path(os.environ.get("BNLIB_RESULTS", Path(__file__).resolve().parent.parent / "results"))
@@ -416,6 +416,36 @@ def fmt(result: dict, key: str, decimals: int = 3, scale: float = 1.0) -> str:
     if s["missing"]:
         out += f" ({s['missing']} of {s['n'] + s['missing']} never)"
     return out
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]], results: Sequence[dict] = ()):
+    """A Markdown table for a notebook cell, with the command that regenerates each stored result.
+
+    ``rows`` are lists of cells (strings, or numbers printed as they are);
+    ``results`` are the loaded results the table was built from: their
+    ``reproduce`` commands and provenance (date, machine, seeds) are printed
+    under the table, so a reader can regenerate it.
+    """
+    from IPython.display import Markdown
+
+    def cell(v):
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(map(cell, header)) + " |",
+             "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
+    seen = set()
+    notes = []
+    for r in results:
+        if r["command"] in seen:
+            continue
+        seen.add(r["command"])
+        prov = r.get("provenance", {})
+        notes.append(f"`{r['command']}` ({len(r['seeds'])} seeds, {prov.get('date', '?')[:10]}, "
+                     f"{prov.get('machine', '?')}, {prov.get('wall_s', 0):.0f} s)")
+    if notes:
+        lines += ["", "Mean ± 95% interval over seeds. Regenerate with: " + "; ".join(notes) + "."]
+    return Markdown("\n".join(lines))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -115,21 +115,20 @@ def copy_bandwidth(device: str = "cpu", nbytes: int = 256 * 2**20, repeats: int 
     """GB/s of ``dst.copy_(src)`` on ``device`` (read + write counted), the best of ``repeats``."""
     src = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
-    best = float("inf")
-    for _ in range(repeats + 1):
-        _synchronize(device)
-        start = time.perf_counter()
-        dst.copy_(src)
-        _synchronize(device)
-        best = min(best, time.perf_counter() - start)
+    from bnlib.timing import time_one
+
+    best = time_one(lambda: dst.copy_(src), repeats=repeats, warmup=1,
+                    sync=lambda: _synchronize(device)).min
     return 2 * src.numel() * 4 / best / 1e9
 
 
 def time_methods(shape, device: str = "cpu", dtype=torch.float32, repeats: int = 10,
                  methods: list[str] | None = None) -> list[dict]:
-    """Median time of one forward + backward per method, the methods taking turns.
+    """Median time of one forward + backward per method, timed by :func:`bnlib.timing.compare`.
 
-    One dict per method: ``method``, ``ms``, ``passes`` (from :func:`traffic`
+    One dict per method: ``method``, ``ms`` (median), ``min_ms``, ``low_ms`` /
+    ``high_ms`` (the 10th-90th percentile spread), ``resolved`` (spread apart from
+    the ``torch`` row's), ``passes`` (from :func:`traffic`
     at the same shape), ``gbps`` (bytes moved under that count / time) and
     ``ratio`` (time / the ``torch`` time).
     """
@@ -137,35 +136,34 @@ def time_methods(shape, device: str = "cpu", dtype=torch.float32, repeats: int =
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)}; known: {sorted(METHODS)}")
+    from bnlib.timing import compare
+
     x, w, b, dy = _inputs(shape, device, dtype)
-    steps = [_step(m, x, w, b, dy) for m in methods]
-    for step in steps:                        # warm up (and compile the Triton kernels)
-        step()
-    times = [[] for _ in methods]
-    for _ in range(repeats):
-        for k, step in enumerate(steps):
-            _synchronize(device)
-            start = time.perf_counter()
-            step()
-            _synchronize(device)
-            times[k].append(time.perf_counter() - start)
+    timed = compare({m: _step(m, x, w, b, dy) for m in methods}, repeats=repeats, warmup=1,
+                    sync=lambda: _synchronize(device))   # warm-up compiles the Triton kernels
     passes = traffic(shape, dtype)          # torch.compile's fused loops are not traced: NaN
     nbytes = x.numel() * x.element_size()
-    medians = [sorted(t)[len(t) // 2] for t in times]
-    reference = medians[methods.index("torch")] if "torch" in methods else medians[0]
-    return [{"method": m, "ms": 1e3 * s, "passes": passes.get(m, float("nan")),
-             "gbps": passes.get(m, float("nan")) * nbytes / s / 1e9,
-             "ratio": s / reference, "shape": tuple(shape), "device": device,
+    reference = "torch" if "torch" in methods else methods[0]
+    return [{"method": m, "ms": 1e3 * timed[m].median, "min_ms": 1e3 * timed[m].min,
+             "low_ms": 1e3 * timed[m].low, "high_ms": 1e3 * timed[m].high,
+             "passes": passes.get(m, float("nan")),
+             "gbps": passes.get(m, float("nan")) * nbytes / timed[m].median / 1e9,
+             "ratio": timed.ratio(m, reference),
+             "resolved": m == reference or timed.resolved(m, reference),
+             "shape": tuple(shape), "device": device,
              "dtype": str(dtype).replace("torch.", "")}
-            for m, s in zip(methods, medians)]
+            for m in methods]
 
 
 def format_rows(rows: list[dict]) -> str:
     """The rows of :func:`time_methods` as a text table."""
-    lines = [f"{'shape':<18}{'method':<13}{'ms':>9}{'vs torch':>10}{'passes':>8}{'GB/s':>8}"]
+    lines = [f"{'shape':<18}{'method':<13}{'ms':>9}{'spread (10-90%)':>18}{'vs torch':>10}"
+             f"{'resolved':>9}{'passes':>8}{'GB/s':>8}"]
     for r in rows:
-        lines.append(f"{str(r['shape']):<18}{r['method']:<13}{r['ms']:>9.3f}{r['ratio']:>9.2f}x"
-                     f"{r['passes']:>8.1f}{r['gbps']:>8.1f}")
+        spread = f"{r['low_ms']:.3f}-{r['high_ms']:.3f}" if "low_ms" in r else ""
+        res = "yes" if r.get("resolved") else "no"
+        lines.append(f"{str(r['shape']):<18}{r['method']:<13}{r['ms']:>9.3f}{spread:>18}"
+                     f"{r['ratio']:>9.2f}x{res:>9}{r['passes']:>8.1f}{r['gbps']:>8.1f}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,131 @@
+"""bnlib.results: reproduce over seeds, aggregate with 95% intervals, store, load."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from bnlib import results
+from bnlib.__main__ import main
+
+
+def test_ci95_is_the_student_t_half_width():
+    x = [0.91, 0.93, 0.90, 0.95, 0.92]
+    lo, hi = stats.t.interval(0.95, len(x) - 1, loc=np.mean(x), scale=stats.sem(x))
+    assert results.ci95(x) == pytest.approx((hi - lo) / 2, rel=1e-12)
+    assert results.ci95([0.5]) is None
+
+
+def test_aggregate_flattens_and_skips_missing_and_strings():
+    per_seed = [{"bn": {"acc": 0.9, "step": 100}, "curve": [1.0, 2.0], "data": "mnist"},
+                {"bn": {"acc": 0.8, "step": None}, "curve": [3.0, 4.0], "data": "mnist"}]
+    agg = results.aggregate(per_seed)
+    assert set(agg) == {"bn/acc", "bn/step", "curve/0", "curve/1"}
+    assert agg["bn/acc"]["mean"] == pytest.approx(0.85) and agg["bn/acc"]["n"] == 2
+    assert agg["bn/step"] == {"mean": 100.0, "sd": None, "ci95": None, "n": 1, "missing": 1,
+                              "values": [100.0, None]}
+    assert agg["curve/1"]["mean"] == 3.0
+
+
+def test_paired_difference_resolves_only_when_the_interval_excludes_zero():
+    def result(a, b):
+        return {"name": "x", "scale": "book",
+                "summary": results.aggregate([{"a": x, "b": y} for x, y in zip(a, b)])}
+
+    clear = results.paired_difference(result([1.0, 1.1, 1.2], [0.0, 0.1, 0.25]), "a", "b")
+    assert clear.resolved and clear.direction == "a > b" and clear.low > 0
+    noisy = results.paired_difference(result([1.0, 0.0, 0.5], [0.0, 1.0, 0.6]), "a", "b")
+    assert not noisy.resolved and noisy.direction == "unresolved"
+    with pytest.raises(KeyError, match="no summary key 'c'"):
+        results.paired_difference(result([1.0], [0.0]), "a", "c")
+
+
+def test_timing_keys_are_recognised():
+    for key in ("train_seconds/bn", "bn/steps_per_s", "threads", "run/bn_train_s", "wall_s"):
+        assert results.is_timing_key(key), key
+    for key in ("bn/final_test_acc", "steps_to_target", "first_step/0.9"):
+        assert not results.is_timing_key(key), key
+
+
+def test_reproduce_writes_a_deterministic_file_with_provenance(tmp_path):
+    a = results.reproduce("precise-bn", "smoke", 2, results_dir=tmp_path / "a")
+    b = results.reproduce("precise-bn", "smoke", [0, 1], results_dir=tmp_path / "b", jobs=2)
+    da, db = json.loads(a.read_text()), json.loads(b.read_text())
+    assert a == tmp_path / "a" / "precise-bn" / "smoke.json"
+    assert da["name"] == "precise-bn" and da["scale"] == "smoke" and da["seeds"] == [0, 1]
+    assert da["per_seed"] == db["per_seed"] and da["summary"] == db["summary"]
+    assert da["per_seed"][0]["summary"] != da["per_seed"][1]["summary"]   # seeds differ
+    for key in ("commit", "date", "python", "numpy", "torch", "machine", "threads", "wall_s"):
+        assert key in da["provenance"], key
+    assert not any(results.is_timing_key(k) for k in da["summary"])
+    assert set(da["timings"]) == {"0", "1"}
+    stat = da["summary"]["precise_acc/0"]
+    values = [results.flatten(p["summary"])["precise_acc/0"] for p in da["per_seed"]]
+    assert stat["mean"] == pytest.approx(np.mean(values)) and stat["n"] == 2
+    loaded = results.load("precise-bn", "smoke", tmp_path / "a")
+    assert loaded["command"] == "python -m bnlib reproduce precise-bn --scale smoke --seeds 2"
+
+
+def test_an_interrupted_run_leaves_the_previous_file(tmp_path, monkeypatch):
+    path = results.reproduce("precise-bn", "smoke", 1, results_dir=tmp_path)
+    before = path.read_text()
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(results, "_run_one", boom)
+    with pytest.raises(KeyboardInterrupt):
+        results.reproduce("precise-bn", "smoke", 2, results_dir=tmp_path)
+    assert path.read_text() == before
+    assert [p.name for p in path.parent.iterdir()] == ["smoke.json"]
+
+
+def test_load_names_the_command_when_a_result_is_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m bnlib reproduce nope --scale paper"):
+        results.load("nope", "paper", tmp_path)
+
+
+def test_fmt_reports_mean_interval_and_never():
+    r = {"name": "x", "scale": "book",
+         "summary": results.aggregate([{"a": 0.90, "s": 5}, {"a": 0.92, "s": None}])}
+    assert results.fmt(r, "a", 2, scale=100).startswith("91.00 ± ")
+    assert results.fmt(r, "s", 0) == "5 (1 of 2 never)"
+
+
+def test_cli_reproduce_and_results(tmp_path, capsys):
+    assert main(["reproduce", "precise-bn", "--scale", "smoke", "--seeds", "1",
+                 "--results", str(tmp_path)]) == 0
+    assert (tmp_path / "precise-bn" / "smoke.json").is_file()
+    capsys.readouterr()
+    assert main(["results", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "precise-bn" in out and "smoke" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["reproduce", "no-such", "--scale", "smoke"], "unknown experiment"),
+    (["reproduce", "precise-bn", "--seeds", "0"], "--seeds must be >= 1"),
+    (["reproduce", "precise-bn", "--jobs", "0"], "--jobs must be >= 1"),
+])
+def test_cli_reproduce_bad_input(argv, message):
+    with pytest.raises(SystemExit) as err:
+        main(argv)
+    assert message in str(err.value.code)
+
+
+def test_stored_results_are_well_formed():
+    """Every committed file under results/ has the documented fields and consistent statistics."""
+    rows = results.stored()
+    for row in rows:
+        assert "error" not in row, row
+        data = results.load(row["name"], row["scale"])
+        assert data["seeds"] == [p["seed"] for p in data["per_seed"]]
+        for key, s in data["summary"].items():
+            assert not results.is_timing_key(key)
+            present = [v for v in s["values"] if v is not None]
+            assert s["n"] == len(present) and len(s["values"]) == len(data["seeds"])
+            if present:
+                assert math.isclose(s["mean"], float(np.mean(present)), rel_tol=1e-9, abs_tol=1e-12)
