@@ -23,8 +23,10 @@ An audited number is **accounted for** when it is
    computed or loaded from ``results/``), or in any other role's target;
 2. maths or code: inside ``$...$``, ``$$...$$``, a ``{math}`` block,
    ```` ``` ```` fences or an inline code span (``momentum=0.1``);
-3. cited: in a sentence (or table cell) that carries a ``{cite}`` role -
-   numbers quoted from a publication stand beside the citation;
+3. cited: in a sentence (or table cell) that carries a ``{cite}`` role, or
+   names one of the book's source articles as ``seed 000`` ... ``seed 004``
+   (see ``shared/seeds``) - numbers quoted from a publication stand beside
+   the citation;
 4. a set-up parameter: preceded within four words by one of the words in
    :data:`SETUP_WORDS` (``learning rate 0.01``, ``momentum 0.9``, ``std 0.03``,
    ``eps``), or a target written as ``to 90%`` / ``at least 90%`` /
@@ -92,6 +94,7 @@ _NUMBER = re.compile(
     r"|\d*\.\d+"                                           # 0.955, .5
     r"|\d[\d,]*\.\d+)"                                     # 1,234.5
 )
+_SOURCE = re.compile(r"\bseeds? 00\d\b", re.I)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(*`$\[{])|\n\s*\n|\n(?=\s*[-*] )|\n(?=\s*\d+\. )")
 
 
@@ -196,7 +199,7 @@ def audit_markdown(text: str) -> list[tuple[str, str]]:
     """``[(number, sentence)]`` for every unaccounted audited number in markdown ``text``."""
     found = []
     for unit in _units(_mask(text)):
-        if "{cite" in unit:
+        if "{cite" in unit or _SOURCE.search(unit):
             continue
         for m in _NUMBER.finditer(unit):
             if not _accounted(unit, m):

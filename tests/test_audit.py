@@ -27,6 +27,7 @@ def test_the_planted_sentence_is_reported():
     "The loss is $0.25$ and $$x = 1.5$$ holds.",                           # maths
     "Call `momentum=0.1` here.",                                           # code
     "Ioffe and Szegedy report 4.9% top-5 error {cite}`ioffe2015batch`.",   # cited
+    "Seed 003 reports 94% after the first epoch.",                        # a source article
     "We train with learning rate 0.01 and momentum 0.9 for 3 epochs.",     # set-up
     "It counts the steps to 90% test accuracy.",                           # a target
     "See section 4.8, Figure 1 and exercise 8.1 (appendix C.2.3).",        # names
