@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-__all__ = ["Finding", "audit_markdown", "audit_notebook", "notebooks", "SETUP_WORDS"]
+__all__ = ["Finding", "audit_markdown", "audit_notebook", "glued_names", "notebooks", "SETUP_WORDS"]
 
 #: words after which a decimal or percentage is a set-up parameter, not a measurement
 SETUP_WORDS = (
@@ -207,9 +207,29 @@ def audit_markdown(text: str) -> list[tuple[str, str]]:
     return found
 
 
+_GLUE_REF = re.compile(r"\{glue(?::\w+)?\}`([^`:]+)")
+
+
+def glued_names(nb: dict) -> set[str]:
+    """The names a stored notebook glued (MyST-NB keeps them in the outputs' metadata)."""
+    names = set()
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            meta = out.get("metadata", {}).get("scrapbook", {})
+            if "name" in meta:
+                names.add(meta["name"])
+    return names
+
+
 def audit_notebook(path: str | Path) -> list[Finding]:
-    """The findings of every markdown cell of one notebook."""
+    """The findings of every markdown cell of one notebook.
+
+    Besides unsourced numbers, a ``{glue:...}`` reference to a name that no
+    stored output of the notebook glues is reported (number ``glue:NAME``): it
+    would render as an error in the book.
+    """
     nb = json.loads(Path(path).read_text())
+    glued = glued_names(nb)
     findings = []
     for i, cell in enumerate(nb.get("cells", [])):
         if cell.get("cell_type") != "markdown":
@@ -217,6 +237,11 @@ def audit_notebook(path: str | Path) -> list[Finding]:
         source = "".join(cell.get("source", []))
         for number, sentence in audit_markdown(source):
             findings.append(Finding(str(path), i, cell.get("id", "?"), number, sentence))
+        for m in _GLUE_REF.finditer(source):
+            name = m.group(1).strip()
+            if name not in glued:
+                findings.append(Finding(str(path), i, cell.get("id", "?"), f"glue:{name}",
+                                        "no code cell output glues this name (run the notebook)"))
     return findings
 
 

@@ -77,3 +77,16 @@ def test_every_chapter_passes_the_audit(capsys):
 def test_audit_of_a_missing_path_is_a_clear_error():
     with pytest.raises(SystemExit, match="no such notebook"):
         main(["audit", "no/such/dir"])
+
+
+def test_a_glue_reference_with_no_glued_value_is_reported(tmp_path):
+    nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [
+        {"cell_type": "code", "id": "a", "metadata": {}, "execution_count": 1, "source": "",
+         "outputs": [{"output_type": "display_data", "data": {},
+                      "metadata": {"scrapbook": {"name": "acc", "mime_prefix": ""}}}]},
+        {"cell_type": "markdown", "id": "b", "metadata": {},
+         "source": "Accuracy {glue:text}`acc:.1%`, loss {glue:text}`loss:.2f`."}]}
+    path = tmp_path / "n.ipynb"
+    path.write_text(json.dumps(nb))
+    found = audit.audit_notebook(path)
+    assert [f.number for f in found] == ["glue:loss"]
