@@ -1,6 +1,7 @@
 # Two commands on a fresh machine (see README.md):
 #   make book   build the HTML book, executing the notebooks -> _build/html/index.html
-#   make test   run every test: bnlib unit tests, the notebooks under nbval, a strict book build
+#   make test   run every test: bnlib unit tests, the notebooks under nbval, the prose audit,
+#               a strict book build
 # Both create .venv on first use and install the pinned requirements into it.
 
 SHELL  := /bin/bash
@@ -10,7 +11,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PYTHONHASHSEED := 0
 
-.PHONY: book test test-unit test-notebooks test-build student clean
+.PHONY: book test test-unit test-notebooks test-audit test-build student clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +26,7 @@ book: $(STAMP)
 	$(VENV)/bin/jupyter-book build . --config _config.yml
 	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
 
-test: test-unit test-notebooks test-build
+test: test-unit test-notebooks test-audit test-build
 
 test-unit: $(STAMP)
 	MPLBACKEND=Agg $(PY) -m pytest -q -p no:cacheprovider -n 2 tests
@@ -33,6 +34,10 @@ test-unit: $(STAMP)
 test-notebooks: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider --nbval chapters -n 2 --dist loadfile \
 	    --nbval-sanitize-with tests/nbval_sanitize.cfg
+
+# Every number in the chapters' prose is glued, maths, cited or a set-up parameter (bnlib.audit).
+test-audit: $(STAMP)
+	$(PY) -m bnlib audit chapters
 
 # Strict build from the stored notebook outputs (nbval has just re-executed them).
 test-build: $(STAMP)
