@@ -35,9 +35,9 @@ test-notebooks: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider --nbval chapters -n 2 --dist loadfile \
 	    --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-# Every number in the chapters' prose is glued, maths, cited or a set-up parameter (bnlib.audit).
+# Every number in the chapters' and front matter's prose is glued, maths, cited or a set-up parameter (bnlib.audit).
 test-audit: $(STAMP)
-	$(PY) -m bnlib audit chapters
+	$(PY) -m bnlib audit chapters book
 
 # Strict build from the stored notebook outputs (nbval has just re-executed them).
 test-build: $(STAMP)

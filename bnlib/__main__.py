@@ -112,7 +112,7 @@ def _cmd_audit(args) -> int:
     findings = []
     try:
         for path in audit.notebooks(args.paths):
-            findings += audit.audit_notebook(path)
+            findings += audit.audit_file(path)
     except FileNotFoundError as err:
         raise SystemExit(f"error: {err}") from None
     for f in findings:

@@ -1,6 +1,7 @@
 """Audit the book's prose: every measured number must come from the code.
 
-``python -m bnlib audit chapters`` reads the markdown cells of every notebook
+``python -m bnlib audit chapters book`` reads the markdown cells of every
+notebook (and every Markdown page)
 and lists each *audited number* that is not accounted for, one line each with
 the notebook, the cell and the sentence, and exits 1 when there is any.
 
@@ -48,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-__all__ = ["Finding", "audit_markdown", "audit_notebook", "glued_names", "notebooks", "SETUP_WORDS"]
+__all__ = ["Finding", "audit_markdown", "audit_notebook", "glued_names", "audit_file", "notebooks", "SETUP_WORDS"]
 
 #: words after which a decimal or percentage is a set-up parameter, not a measurement
 SETUP_WORDS = (
@@ -245,12 +246,21 @@ def audit_notebook(path: str | Path) -> list[Finding]:
     return findings
 
 
+def audit_file(path: str | Path) -> list[Finding]:
+    """:func:`audit_notebook` for a notebook; a Markdown page (``.md``) is audited as one cell."""
+    path = Path(path)
+    if path.suffix == ".md":
+        return [Finding(str(path), 0, "-", n, s) for n, s in audit_markdown(path.read_text())]
+    return audit_notebook(path)
+
+
 def notebooks(paths: Iterable[str | Path]) -> list[Path]:
-    """The ``.ipynb`` files named by ``paths`` (folders are searched, checkpoints skipped)."""
+    """The ``.ipynb`` and ``.md`` files named by ``paths`` (folders searched, checkpoints skipped)."""
     found = []
     for p in map(Path, paths):
         if p.is_dir():
-            found += sorted(q for q in p.rglob("*.ipynb") if ".ipynb_checkpoints" not in q.parts)
+            found += sorted(q for q in p.rglob("*") if q.suffix in (".ipynb", ".md")
+                            and ".ipynb_checkpoints" not in q.parts)
         elif p.is_file():
             found.append(p)
         else:

@@ -90,3 +90,12 @@ def test_a_glue_reference_with_no_glued_value_is_reported(tmp_path):
     path.write_text(json.dumps(nb))
     found = audit.audit_notebook(path)
     assert [f.number for f in found] == ["glue:loss"]
+
+
+def test_markdown_pages_are_audited(tmp_path, capsys):
+    page = tmp_path / "page.md"
+    page.write_text("# A page\n\n" + PLANTED + "\n")
+    assert main(["audit", str(tmp_path)]) == 1
+    assert "97.3%" in capsys.readouterr().out
+    book = Path(__file__).resolve().parent.parent / "book"
+    assert main(["audit", str(book)]) == 0
