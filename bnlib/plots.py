@@ -719,6 +719,38 @@ def precise_bn_figure(steps: Sequence[int], precise_acc: Sequence[float], ema_ac
     return fig
 
 
+def precise_bn_gap_bands(steps: Sequence[int], gaps: Mapping[str, tuple], *, zoom: tuple = (-3.0, 6.0),
+                         zoom_from: int = 100, title: str = ""):
+    """Precise minus moving-average test accuracy over seeds, one band per momentum (chapter 5).
+
+    ``gaps`` maps a label to ``(mean, low, high)`` arrays over ``steps``: the
+    mean and 95% interval of the paired difference, in accuracy points.  Left:
+    every checkpoint; right: the same from step ``zoom_from`` on, with the
+    y-axis limited to ``zoom``.  A dotted line marks zero (no difference).
+    Returns the figure.
+    """
+    steps = np.asarray(steps)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    late = steps >= zoom_from
+    for k, (label, (mean, low, high)) in enumerate(gaps.items()):
+        c = CYCLE[k % len(CYCLE)]
+        mean, low, high = map(np.asarray, (mean, low, high))
+        for ax, sel in ((axes[0], slice(None)), (axes[1], late)):
+            ax.plot(steps[sel], mean[sel], "o-", color=c, ms=4, label=label)
+            ax.fill_between(steps[sel], low[sel], high[sel], color=c, alpha=0.15, lw=0)
+    for ax in axes:
+        ax.axhline(0.0, color="k", lw=0.8, ls=":")
+        ax.set(xscale="log", xlabel="training step")
+    axes[0].set(ylabel="precise minus EMA accuracy (points)",
+                title="(a) gain of precise statistics, 95% interval")
+    axes[1].set(ylim=zoom, title=f"(b) the same from step {zoom_from} on")
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def norm_axes_cubes(n: int = 6, c: int = 6, hw: int = 4, groups: int = 2):
     """Chapter 6: which values share one mean and variance, for input ``(N, C, H, W)``.
 
@@ -758,14 +790,28 @@ def norm_axes_cubes(n: int = 6, c: int = 6, hw: int = 4, groups: int = 2):
 
 
 def batch_size_errors(batch_sizes: Sequence[int], errors: Mapping[str, Sequence[float]], *,
-                      labels: Mapping[str, str] | None = None, title: str = ""):
-    """Chapter 6: test error against batch size, one line per normalisation (Wu & He's Figure 1)."""
+                      labels: Mapping[str, str] | None = None, title: str = "",
+                      ci: Mapping[str, Sequence[float]] | None = None):
+    """Chapter 6: test error against batch size, one line per normalisation (Wu & He's Figure 1).
+
+    ``errors[key]`` are error rates (fractions), one per batch size; with
+    ``ci[key]`` (half-widths of 95% intervals over seeds, same units) each
+    point gets an error bar, and the lines are nudged sideways so that the
+    bars do not hide one another.
+    """
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     markers = {"none": "x", "bn": "o", "ln": "s", "gn": "^", "rms": "D", "in": "v"}
-    for key, err in errors.items():
-        ax.plot(batch_sizes, 100 * np.asarray(err), marker=markers.get(key, "o"), ms=5,
-                color=COLORS.get("plain" if key == "none" else key),
-                label=(labels or {}).get(key, key))
+    x = np.asarray(batch_sizes, dtype=float)
+    for i, (key, err) in enumerate(errors.items()):
+        color = COLORS.get("plain" if key == "none" else key)
+        label = (labels or {}).get(key, key)
+        if ci is not None and key in ci:
+            nudge = 2.0 ** (0.06 * (i - (len(errors) - 1) / 2))
+            ax.errorbar(x * nudge, 100 * np.asarray(err), yerr=100 * np.asarray(ci[key], dtype=float),
+                        marker=markers.get(key, "o"), ms=5, capsize=2, color=color, label=label)
+        else:
+            ax.plot(x, 100 * np.asarray(err), marker=markers.get(key, "o"), ms=5,
+                    color=color, label=label)
     ax.set_xscale("log", base=2)
     ax.set_xticks(list(batch_sizes))
     ax.set_xticklabels([str(b) for b in batch_sizes])
@@ -897,6 +943,43 @@ def landscape_figure(histories: Mapping[str, Mapping[str, np.ndarray]], *,
     axes[2].set(xlabel="training step", ylabel=r"max over $\eta$ of change / $\|\eta g\|$",
                 title=r"(c) effective $\beta$-smoothness")
     axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def paired_differences_figure(panels: Mapping[str, Mapping[str, object]], *, ncols: int = 3,
+                              title: str = ""):
+    """Chapter 7: paired differences with their 95% intervals, one panel per quantity.
+
+    ``panels[quantity][scale]`` is a :class:`bnlib.results.Difference` (or any
+    object with ``mean``, ``low``, ``high``, ``n`` and ``resolved``); each panel
+    draws one point with its interval per scale ("book", "paper") and a line at
+    zero, so a difference whose interval crosses the line is not resolved.
+    Resolved differences are filled markers, unresolved ones open.
+    """
+    n = len(panels)
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.6 * nrows), squeeze=False)
+    for ax, (quantity, by_scale) in zip(axes.flat, panels.items()):
+        labels = list(by_scale)
+        for i, lab in enumerate(labels):
+            d = by_scale[lab]
+            lo, hi = d.low, d.high
+            finite = np.isfinite(lo) and np.isfinite(hi)
+            ax.errorbar([d.mean], [i], xerr=[[d.mean - lo], [hi - d.mean]] if finite else None,
+                        fmt="o", color=CYCLE[i % len(CYCLE)], capsize=4,
+                        mfc=CYCLE[i % len(CYCLE)] if d.resolved else "white")
+        ax.axvline(0.0, color="0.4", lw=0.8, ls="--")
+        ax.set_yticks(range(len(labels)))
+        ax.set_yticklabels([f"{lab} (n={by_scale[lab].n})" for lab in labels])
+        ax.set_ylim(-0.7, len(labels) - 0.3)
+        ax.set_title(quantity, fontsize=9)
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -95,6 +95,18 @@ def test_precise_bn_plot(precise_result, tmp_path):
     assert precise_result.histories["ema_acc"].shape == (3, 2)
 
 
+def test_precise_bn_gap_bands_draws_a_band_per_momentum():
+    from bnlib import plots
+
+    steps = [10, 100, 1000]
+    gaps = {"alpha 0.01": ([20.0, 3.0, 0.5], [10.0, -1.0, -0.5], [30.0, 7.0, 1.5]),
+            "alpha 0.1": ([3.0, 0.0, -0.1], [1.0, -1.0, -0.6], [5.0, 1.0, 0.4])}
+    fig = plots.precise_bn_gap_bands(steps, gaps, title="test")
+    left, right = fig.axes
+    assert len(left.lines) == 3 and len(left.collections) == 2     # two curves and a zero line
+    assert list(right.lines[0].get_xdata()) == [100, 1000] and right.get_ylim() == (-3.0, 6.0)
+
+
 def test_experiment_configs_validate():
     with pytest.raises(ValueError, match="checkpoints"):
         precise_bn.run(precise_bn.Config.at_scale("smoke", checkpoints=(1000,)))

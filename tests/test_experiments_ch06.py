@@ -70,3 +70,15 @@ def test_rnn_batch_norm_has_statistics_per_time_step_only():
     assert radius == pytest.approx(1.5, rel=1e-4)
     with pytest.raises(ValueError, match="norm must be"):
         rnn_norm.RecurrentClassifier(4, 6, "gn")
+
+
+def test_batch_size_errors_plot_draws_error_bars_with_ci():
+    from bnlib import plots
+
+    sizes, err = [2, 8, 32], {"bn": [0.4, 0.1, 0.07], "ln": [0.09, 0.08, 0.08]}
+    fig = plots.batch_size_errors(sizes, err, ci={"bn": [0.05, 0.01, 0.01], "ln": [0.01] * 3})
+    ax = fig.axes[0]
+    assert len(ax.containers) == 2                 # one ErrorbarContainer per normalisation
+    assert len(ax.lines) >= 2
+    fig = plots.batch_size_errors(sizes, err)      # without ci: plain lines, as before
+    assert len(fig.axes[0].lines) == 2 and not fig.axes[0].containers

@@ -20,7 +20,6 @@ Four implementations of the same training-mode forward + backward pass:
 """
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import torch
