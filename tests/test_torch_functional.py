@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bnlib.torch import BatchNormFunction, batch_norm, batch_norm_train, layer_norm
+import bnlib.torch
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -59,14 +60,55 @@ def test_batchnorm_function_gradient_matches_torch_autograd():
         torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
 
 
-def test_batchnorm_backward_uses_no_autograd_and_is_once_differentiable():
+def test_batchnorm_backward_is_the_hand_written_function():
     x, w, b = _data((6, 3))
     x.requires_grad_(True)
     y = BatchNormFunction.apply(x, w, b, 1e-5)
     assert type(y.grad_fn).__name__ == "BatchNormFunctionBackward"
-    (gx,) = torch.autograd.grad((y**2).sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="once_differentiable|double backward"):
-        gx.sum().backward()
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5), (4, 3, 2, 2)])
+def test_batchnorm_double_backward_gradgradcheck(shape):
+    x, w, b = _data(shape)
+    for t in (x, w, b):
+        t.requires_grad_(True)
+    assert torch.autograd.gradgradcheck(
+        lambda x, w, b: BatchNormFunction.apply(x, w, b, 1e-5), (x, w, b))
+    assert torch.autograd.gradgradcheck(
+        lambda x: BatchNormFunction.apply(x, None, None, 1e-5), (x,))
+
+
+def _gradient_penalty(module, x, c):
+    """x.grad of ||d(sum c*y)/dx||^2: zero without the second-order term when y is linear in c."""
+    x = x.detach().clone().requires_grad_(True)
+    (g,) = torch.autograd.grad((module(x) * c).sum(), x, create_graph=True)
+    assert g.requires_grad
+    g.pow(2).sum().backward()
+    return x.grad
+
+
+@pytest.mark.parametrize("ours, ref, shape", [
+    (lambda: bnlib.torch.BatchNorm1d(3), lambda: torch.nn.BatchNorm1d(3), (8, 3)),
+    (lambda: bnlib.torch.BatchNorm2d(3), lambda: torch.nn.BatchNorm2d(3), (4, 3, 2, 3)),
+    (lambda: bnlib.torch.LayerNorm(3), lambda: torch.nn.LayerNorm(3), (8, 3)),
+])
+def test_gradient_penalty_matches_torch_nn(ours, ref, shape):
+    """The silent wrong answer of issue 13: with create_graph the second-order term was dropped."""
+    torch.manual_seed(0)
+    x = torch.randn(shape, dtype=torch.float64)
+    c = torch.randn(shape, dtype=torch.float64)
+    a = _gradient_penalty(ours().double(), x, c)
+    r = _gradient_penalty(ref().double(), x, c)
+    assert r.abs().max() > 1e-2                       # the term is there to be dropped
+    torch.testing.assert_close(a, r, rtol=1e-9, atol=1e-12)
+
+
+def test_layernorm_double_backward_gradgradcheck():
+    torch.manual_seed(0)
+    x = torch.randn(4, 2, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda x, w, b: layer_norm(x, (2, 5), w, b), (x, w, b))
 
 
 def test_needs_input_grad_computes_only_what_is_asked():

@@ -38,7 +38,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 # Half-precision input is normalised in float32 (PyTorch does the same), then
 # cast back.  float32 and float64 are computed in their own precision.
@@ -114,9 +113,11 @@ class BatchNormFunction(torch.autograd.Function):
     the *biased* batch variance (chapter 3, equation ``ch3-forward``).
     ``weight`` (gamma) and ``bias`` (beta) have shape ``(C,)`` or are ``None``
     (``affine=False``).  ``backward`` evaluates the closed form of chapter 3,
-    equation ``ch3-dx``, with no autograd inside; the gradient is correct to
-    first order only (:func:`~torch.autograd.function.once_differentiable`: a
-    second derivative raises an error instead of being silently wrong).
+    equation ``ch3-dx``, with no autograd inside.  Under ``create_graph=True``
+    (a gradient penalty, a Hessian-vector product) the same formula is
+    evaluated with differentiable operations on the saved input, recomputing
+    ``x_hat`` from ``x``, so second derivatives are exact too
+    (``gradgradcheck`` passes, tested against ``torch.nn``).
 
     Two optional positional arguments (``apply`` takes no keywords):
 
@@ -169,7 +170,8 @@ class BatchNormFunction(torch.autograd.Function):
             y = x_hat.clone()  # never hand out the tensor saved for backward
         y = y.to(x.dtype)
 
-        ctx.save_for_backward(x_hat, inv_std, weight)
+        ctx.save_for_backward(x_hat, inv_std, weight, x)
+        ctx.eps = eps
         ctx.x_dtype = x.dtype
         ctx.weight_dtype = weight.dtype if weight is not None else None
         ctx.bias_dtype = bias.dtype if bias is not None else None
@@ -179,14 +181,19 @@ class BatchNormFunction(torch.autograd.Function):
         return y
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy: Tensor, *unused_stat_grads: Tensor):
-        x_hat, inv_std, weight = ctx.saved_tensors
+        x_hat, inv_std, weight, x = ctx.saved_tensors
         need_dx, need_dweight, need_dbias = ctx.needs_input_grad[:3]
         ndim = x_hat.dim()
         dims = [0] + list(range(2, ndim))
         m = x_hat.numel() // x_hat.shape[1] if x_hat.shape[1] else 0
         dy = _opmath(dy)
+        if torch.is_grad_enabled() and m > 0:
+            # create_graph=True: rebuild x_hat from x with differentiable operations so the
+            # formula below is itself differentiated correctly (double backward)
+            var, mu = torch.var_mean(_opmath(x), dim=dims, correction=0)
+            inv_std = torch.rsqrt(var + ctx.eps)
+            x_hat = (_opmath(x) - _per_channel(mu, ndim)) * _per_channel(inv_std, ndim)
 
         sum_dy = dy.sum(dim=dims)  # = dbeta
         sum_dy_xhat = (dy * x_hat).sum(dim=dims)  # = dgamma
@@ -360,7 +367,10 @@ class LayerNormFunction(torch.autograd.Function):
         dgamma = sum over the batch axes of dy * x_hat
         dbeta  = sum over the batch axes of dy
 
-    ``D`` is the number of normalised values per example.  Optional positional
+    ``D`` is the number of normalised values per example.  Under
+    ``create_graph=True`` the backward recomputes ``x_hat`` from the saved
+    input with differentiable operations, so double backward is exact.
+    Optional positional
     ``check_finite`` (default ``True``) as in :class:`BatchNormFunction`.
     """
 
@@ -397,7 +407,8 @@ class LayerNormFunction(torch.autograd.Function):
             y = x_hat.clone()  # never hand out the tensor saved for backward
         y = y.to(x.dtype)
 
-        ctx.save_for_backward(x_hat, inv_std, weight)
+        ctx.save_for_backward(x_hat, inv_std, weight, x)
+        ctx.eps = eps
         ctx.normalized_ndim = normalized_ndim
         ctx.x_dtype = x.dtype
         ctx.weight_dtype = weight.dtype if weight is not None else None
@@ -405,15 +416,19 @@ class LayerNormFunction(torch.autograd.Function):
         return y
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy: Tensor):
-        x_hat, inv_std, weight = ctx.saved_tensors
+        x_hat, inv_std, weight, x = ctx.saved_tensors
         need_dx, _, need_dweight, need_dbias = ctx.needs_input_grad[:4]
         k = ctx.normalized_ndim
         dims = list(range(x_hat.dim() - k, x_hat.dim()))
         batch_dims = list(range(x_hat.dim() - k))
         D = math.prod(x_hat.shape[x_hat.dim() - k:])
         dy = _opmath(dy)
+        if torch.is_grad_enabled() and x.numel() > 0:
+            # create_graph=True: recompute x_hat differentiably (double backward, as for BN)
+            var, mu = torch.var_mean(_opmath(x), dim=dims, correction=0, keepdim=True)
+            inv_std = torch.rsqrt(var + ctx.eps)
+            x_hat = (_opmath(x) - mu) * inv_std
 
         def sum_over_batch(t: Tensor) -> Tensor:
             # sum(dim=[]) would sum over everything, so an input with no batch axes is kept as is
