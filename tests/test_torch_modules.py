@@ -373,3 +373,16 @@ def test_pytorch_utilities_recognise_bnlib_batchnorm():
     converted = nn.SyncBatchNorm.convert_sync_batchnorm(
         nn.Sequential(bt.BatchNorm2d(3)))
     assert isinstance(converted[0], nn.SyncBatchNorm)
+
+
+def test_overflowing_variance_raises_in_the_modules_and_nan_input_propagates():
+    """Issue 13: LayerNorm returned all zeros for float32 input of about 1e20 (torch.nn: NaN)."""
+    x = torch.randn(8, 3) * 1e20
+    for module, inp in ((bt.LayerNorm(8), x.T.contiguous()), (bt.BatchNorm1d(3), x)):
+        with pytest.raises(ValueError, match="overflows"):
+            module(inp)
+        nan_in = inp.clone()
+        nan_in[0, 0] = float("nan")
+        assert torch.isnan(module(nan_in)).any()          # as torch.nn: no error, NaN out
+    with pytest.raises(ValueError, match="overflows"):
+        bt.layer_norm(x.T.contiguous(), 8)

@@ -92,9 +92,16 @@ def _check_bn_arguments(x: Tensor, weight: Tensor | None, bias: Tensor | None, e
         _verify_batch_size(x)
 
 
-def _raise_non_finite(x: Tensor, what: str) -> None:
-    """Explain why the statistics are not finite: bad input, or overflow of finite input."""
+def _raise_non_finite(x: Tensor, what: str, check_finite: bool | str = True) -> None:
+    """Explain why the statistics are not finite: bad input, or overflow of finite input.
+
+    With ``check_finite="overflow"`` (the modules) NaN or infinite *input* is let
+    through, as in ``torch.nn``; only the overflow of finite input, which would
+    silently give zeros, raises.
+    """
     if not bool(torch.isfinite(x).all()):
+        if check_finite == "overflow":
+            return
         raise ValueError(
             f"x contains NaN or infinite values; {what} cannot normalise them "
             "(check the input or the layer before)"
@@ -126,7 +133,9 @@ class BatchNormFunction(torch.autograd.Function):
       no gradient.  :func:`batch_norm_train` uses this, so running statistics
       are updated without computing the statistics twice.
     * ``check_finite`` (default ``True``): raise ``ValueError`` for NaN or
-      infinite input, or when the variance overflows (see the module docstring).
+      infinite input, or when the variance overflows (see the module docstring);
+      ``"overflow"`` raises only for the overflow (what the modules use: NaN
+      input propagates as in ``torch.nn``); ``False`` checks nothing.
 
     The forward pass saves ``x_hat`` and ``inv_std`` for the backward pass (one
     tensor the size of ``x``, one per channel).  Chapter 8 times this Function
@@ -158,7 +167,7 @@ class BatchNormFunction(torch.autograd.Function):
         if check_finite and m > 0:
             bad = ~(torch.isfinite(mu) & torch.isfinite(var) & torch.isfinite(inv_std))
             if bool(bad.any()):
-                _raise_non_finite(x, "batch normalisation")
+                _raise_non_finite(x, "batch normalisation", check_finite)
 
         x_hat = (xc - _per_channel(mu, x.dim())) * _per_channel(inv_std, x.dim())
         y = x_hat
@@ -396,7 +405,7 @@ class LayerNormFunction(torch.autograd.Function):
                         "an example has zero variance over the normalised axes and eps=0: "
                         "its x_hat is 0/0; use eps > 0"
                     )
-                _raise_non_finite(x, "layer normalisation")
+                _raise_non_finite(x, "layer normalisation", check_finite)
         x_hat = (xc - mu) * inv_std
         y = x_hat
         if weight is not None:

@@ -171,7 +171,7 @@ class _BatchNorm(nn.modules.batchnorm._BatchNorm):
             use_batch_stats,
             factor,
             self.eps,
-            check_finite=False,
+            check_finite="overflow",
         )
 
 
@@ -181,8 +181,10 @@ class BatchNorm1d(_BatchNorm):
     Statistics per channel ``C`` over ``N`` (and ``L``).  Same arguments,
     parameters, buffers, ``state_dict`` and behaviour as PyTorch's layer; the
     training-mode pass is :class:`bnlib.torch.functional.BatchNormFunction`
-    (chapter 3, equations ``ch3-forward`` and ``ch3-dx``).  Input is not
-    checked for NaN or infinity (as in PyTorch).
+    (chapter 3, equations ``ch3-forward`` and ``ch3-dx``).  NaN or infinite
+    input propagates (as in PyTorch); finite input whose variance overflows
+    the dtype raises ``ValueError`` in training mode, where PyTorch silently
+    returns zeros.
     """
 
     def _check_input_dim(self, x: Tensor) -> None:
@@ -196,8 +198,10 @@ class BatchNorm2d(_BatchNorm):
     Statistics per channel ``C`` over ``N``, ``H`` and ``W``.  Same arguments,
     parameters, buffers, ``state_dict`` and behaviour as PyTorch's layer; the
     training-mode pass is :class:`bnlib.torch.functional.BatchNormFunction`
-    (chapter 3, equations ``ch3-forward`` and ``ch3-dx``).  Input is not
-    checked for NaN or infinity (as in PyTorch).
+    (chapter 3, equations ``ch3-forward`` and ``ch3-dx``).  NaN or infinite
+    input propagates (as in PyTorch); finite input whose variance overflows
+    the dtype raises ``ValueError`` in training mode, where PyTorch silently
+    returns zeros.
     """
 
     def _check_input_dim(self, x: Tensor) -> None:
@@ -213,8 +217,11 @@ class LayerNorm(nn.Module):
     (no running statistics).  ``weight`` (ones) and ``bias`` (zeros) have shape
     ``normalized_shape`` when ``elementwise_affine`` (``bias=False`` drops the
     bias).  The pass is :class:`bnlib.torch.functional.LayerNormFunction`
-    with its hand-written backward.  Input is not checked for NaN or infinity
-    (as in PyTorch).
+    with its hand-written backward.  NaN or infinite input propagates (as in
+    PyTorch); finite input whose variance overflows the dtype (``|x|`` about
+    ``1e20`` in float32) raises ``ValueError``, as the functional
+    :func:`~bnlib.torch.functional.layer_norm` does, where ``torch.nn.LayerNorm``
+    returns NaN.
     """
 
     __constants__ = ["normalized_shape", "eps", "elementwise_affine"]
@@ -258,7 +265,7 @@ class LayerNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return layer_norm(
-            x, self.normalized_shape, self.weight, self.bias, self.eps, check_finite=False
+            x, self.normalized_shape, self.weight, self.bias, self.eps, check_finite="overflow"
         )
 
     def extra_repr(self) -> str:
