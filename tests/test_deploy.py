@@ -368,3 +368,27 @@ def test_cumulative_average_is_algorithm_2(m, d, k, seed):
     np.testing.assert_allclose(ours.running_var, var, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(ref.running_mean.detach().numpy(), mean, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(ref.running_var.detach().numpy(), var, rtol=1e-10, atol=1e-12)
+
+
+from bnlib.torch.deploy import fold_batchnorm, freeze_bn_stats  # noqa: E402
+
+
+def test_freeze_bn_stats_on_a_bare_layer_is_an_error_not_a_no_op():
+    with pytest.raises(TypeError, match="FrozenBatchNorm"):
+        freeze_bn_stats(nn.BatchNorm1d(3))
+    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3, track_running_stats=False))
+    assert isinstance(freeze_bn_stats(model)[1], nn.BatchNorm1d)   # no statistics: left alone
+
+
+def test_folded_linear_refuses_3d_input():
+    """Issue 13: Linear + BatchNorm1d applied to (N, C, L) input folded anyway and changed outputs."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    model.train()
+    model(torch.randn(16, 4))
+    model.eval()
+    folded = fold_batchnorm(model)
+    x2 = torch.randn(5, 4)
+    torch.testing.assert_close(folded(x2), model(x2))
+    with pytest.raises(ValueError, match=r"\(N, C\) input only"):
+        folded(torch.randn(5, 4, 4))

@@ -25,7 +25,8 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["BN_TYPES", "is_batchnorm", "fold_batchnorm", "recompute_bn_stats",
-           "bn_layers_in_training_mode", "FrozenBatchNorm", "freeze_bn_stats", "bn_eval_mode"]
+           "bn_layers_in_training_mode", "FrozenBatchNorm", "FoldedLinear", "freeze_bn_stats",
+           "bn_eval_mode"]
 
 #: the batch-norm classes the tools recognise: PyTorch's, and bnlib's, which derive from it
 BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
@@ -49,6 +50,23 @@ def _bn_scale_shift(bn: nn.Module) -> tuple[Tensor, Tensor]:
     return s, beta - s * mean
 
 
+class FoldedLinear(nn.Linear):
+    """A ``Linear`` with a ``BatchNorm1d`` folded into it: valid for ``(N, C)`` input only.
+
+    ``BatchNorm1d`` on ``(N, C, L)`` normalises the channel axis 1, but a
+    ``Linear`` acts on the last axis, so the fold is wrong there; this layer
+    raises instead of returning the wrong numbers.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 2:
+            raise ValueError(
+                f"this Linear has a BatchNorm1d folded into it, which is valid for (N, C) input "
+                f"only; got {x.dim()}-D input of shape {tuple(x.shape)} (fold the layers by hand "
+                "for (N, C, L) input, or keep the batch norm)")
+        return super().forward(x)
+
+
 @torch.no_grad()
 def fold_into(layer: nn.Module, bn: nn.Module) -> nn.Module:
     """A copy of ``layer`` (``Linear`` or ``Conv*d``) that computes ``bn(layer(x))`` in eval mode.
@@ -56,7 +74,8 @@ def fold_into(layer: nn.Module, bn: nn.Module) -> nn.Module:
     Eq. ``ch5-fold``: every output channel ``k`` of the layer is scaled by
     ``s_k = gamma_k / sqrt(running_var_k + eps)`` and its bias becomes
     ``s_k * (b_k - running_mean_k) + beta_k``; a layer without bias gets one.
-    Computed in float64 and stored in the layer's dtype.
+    Computed in float64 and stored in the layer's dtype.  A ``Linear`` comes
+    back as a :class:`FoldedLinear`, which refuses input that is not 2-D.
     """
     if not isinstance(layer, _FOLDABLE):
         raise TypeError(f"can fold batch norm only into Linear or Conv layers; got {type(layer).__name__}")
@@ -72,6 +91,8 @@ def fold_into(layer: nn.Module, bn: nn.Module) -> nn.Module:
         raise TypeError("transposed convolutions are not folded")
     s, t = _bn_scale_shift(bn)
     new = copy.deepcopy(layer)
+    if type(new) is nn.Linear:
+        new.__class__ = FoldedLinear
     w = new.weight.detach().double()
     shape = (-1,) + (1,) * (w.dim() - 1)                   # scale the output-channel axis 0
     new.weight.copy_((w * s.reshape(shape)).to(new.weight.dtype))
@@ -98,7 +119,8 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
     ``Linear`` followed by ``BatchNorm1d`` is folded for 2-D input ``(N, C)``,
     the usual case: a ``Linear`` applied to ``(N, C, L)`` input would act on
-    ``L``, which ``BatchNorm1d`` does not normalise.
+    ``L``, which ``BatchNorm1d`` does not normalise, so the folded layer (a
+    :class:`FoldedLinear`) raises ``ValueError`` for any other input.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
@@ -258,14 +280,24 @@ def freeze_bn_stats(model: nn.Module, train_affine: bool = True) -> nn.Module:
     small batches.  ``requires_grad=False`` on gamma and beta alone does *not*
     do this (the running statistics still move in training mode).
     ``train_affine=False`` also fixes gamma and beta.  Batch norms without
-    running statistics are left alone.
+    running statistics are left alone.  A bare batch-norm layer cannot be
+    replaced in place: ``freeze_bn_stats(bn)`` raises ``TypeError``; use
+    ``FrozenBatchNorm(bn)``.
     """
-    for name, child in list(model.named_children()):
-        if is_batchnorm(child) and child.running_mean is not None:
-            setattr(model, name, FrozenBatchNorm(child, train_affine))
-        else:
-            freeze_bn_stats(child, train_affine)
+    if is_batchnorm(model):
+        raise TypeError(f"freeze_bn_stats replaces the batch norms inside a model; "
+                        f"for a bare {type(model).__name__} use FrozenBatchNorm(layer)")
+    _freeze_children(model, train_affine)
     return model
+
+
+def _freeze_children(model: nn.Module, train_affine: bool) -> None:
+    for name, child in list(model.named_children()):
+        if is_batchnorm(child):
+            if child.running_mean is not None:
+                setattr(model, name, FrozenBatchNorm(child, train_affine))
+        else:
+            _freeze_children(child, train_affine)
 
 
 @contextlib.contextmanager
