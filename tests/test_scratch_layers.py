@@ -346,3 +346,27 @@ def test_mlp_learns_digits(digits, norm, opt):
     acc = np.mean(net.forward(x_test).argmax(1) == y_test)
     assert last < 0.2 * first, f"norm={norm}: loss {first:.3f} -> {last:.3f}"
     assert acc > 0.9, f"norm={norm}: test accuracy {acc:.3f}"
+
+
+def test_eval_backward_keeps_float32():
+    """Issue 13: eval-mode backward of the scratch BatchNorm returned float64 for float32 input."""
+    from bnlib.scratch import BatchNorm
+
+    bn = BatchNorm(3)
+    bn.forward(np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32))
+    bn.eval()
+    x = np.ones((2, 3), dtype=np.float32)
+    y = bn.forward(x)
+    dx = bn.backward(np.ones_like(y))
+    assert y.dtype == np.float32 and dx.dtype == np.float32
+
+
+def test_batchnorm_eval_rejects_eps_that_divides_by_zero():
+    from bnlib.scratch import batchnorm_eval
+
+    x, ones, zeros = np.ones((2, 3)), np.ones(3), np.zeros(3)
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        batchnorm_eval(x, ones, zeros, zeros, ones, eps=-1e-5)
+    with pytest.raises(ValueError, match="running_var \\+ eps must be > 0"):
+        batchnorm_eval(x, ones, zeros, zeros, zeros, eps=0.0)
+    assert np.isfinite(batchnorm_eval(x, ones, zeros, zeros, ones, eps=0.0)).all()

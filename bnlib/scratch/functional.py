@@ -264,6 +264,11 @@ def batchnorm_eval(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
     running_var = _param(running_var, C, "running_var", what, x.dtype)
     if (running_var < 0).any():
         raise ValueError("running_var must be >= 0")
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0; got {eps}")
+    if (running_var + eps <= 0).any():
+        raise ValueError("running_var + eps must be > 0 for every "
+                         f"{what} (a zero running variance needs eps > 0); got eps={eps}")
     if not np.isfinite(x).all():
         _check_finite_input(x)
     shape = _channel_shape(x.ndim)

@@ -217,7 +217,8 @@ class BatchNorm(AffineNorm):
         x_hat = (x - self.running_mean.reshape(shape)) * inv_std.reshape(shape)
         self.dbeta[...] = dy.sum(axis=axes)
         self.dgamma[...] = (dy * x_hat).sum(axis=axes)
-        return dy * (self.gamma * inv_std).reshape(shape)
+        dx = dy * (self.gamma * inv_std).reshape(shape)
+        return dx.astype(x.dtype, copy=False) if np.issubdtype(x.dtype, np.floating) else dx
 
     def __repr__(self) -> str:
         return f"BatchNorm({self.num_features}, eps={self.eps:g}, momentum={self.momentum})"
