@@ -15,8 +15,45 @@ Bad arguments give a one-line error and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
+
+
+class CLIError(Exception):
+    """Bad input to a subcommand: printed as one line ``error: ...``, exit status 2."""
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0; got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1; got {value}")
+    return value
+
+
+_non_negative.__name__ = "non-negative integer"
+_positive.__name__ = "positive integer"
+
+
+def _check_writable_dir(path: str | Path, option: str) -> Path:
+    """Fail before any work when ``path`` cannot be created or written as a folder."""
+    path = Path(path)
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CLIError(f"{option} {path}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise CLIError(f"{option} {path}: {parent} is not writable")
+            break
+    return path
 
 
 def _cmd_list(args) -> int:
@@ -36,12 +73,13 @@ def _cmd_run(args) -> int:
     try:
         module = experiments.get(args.name)
     except KeyError as err:
-        raise SystemExit(f"error: {err.args[0]}") from None
+        raise CLIError(err.args[0]) from None
     try:
         device = resolve_device(args.device)
         config = module.Config.at_scale(args.scale, seed=args.seed, device=device)
     except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
+        raise CLIError(str(err)) from None
+    _check_writable_dir(args.out, "--out")   # before the run, not after it
     print(f"running {args.name} at {args.scale} scale on {device} (seed {args.seed})",
           file=sys.stderr)
     start = time.perf_counter()
@@ -63,15 +101,12 @@ def _cmd_reproduce(args) -> int:
         try:
             experiments.get(name)
         except KeyError as err:
-            raise SystemExit(f"error: {err.args[0]}") from None
-    if args.seeds < 1:
-        raise SystemExit(f"error: --seeds must be >= 1; got {args.seeds}")
-    if args.jobs < 1:
-        raise SystemExit(f"error: --jobs must be >= 1; got {args.jobs}")
+            raise CLIError(err.args[0]) from None
     try:
         device = resolve_device(args.device)
     except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
+        raise CLIError(str(err)) from None
+    _check_writable_dir(args.results or results.RESULTS_DIR, "--results")
     for name in args.names:
         print(f"reproducing {name} at {args.scale} scale, seeds 0..{args.seeds - 1}, on {device}",
               file=sys.stderr)
@@ -81,8 +116,8 @@ def _cmd_reproduce(args) -> int:
                                      device=device, jobs=args.jobs, progress=True,
                                      command=command)
         except OSError as err:
-            raise SystemExit(f"error: cannot write under --results {args.results or results.RESULTS_DIR}: "
-                             f"{err.strerror or err}") from None
+            raise CLIError(f"cannot write under --results {args.results or results.RESULTS_DIR}: "
+                           f"{err.strerror or err}") from None
         data = results.load(name, args.scale, args.results)
         print(f"wrote {path} ({len(data['seeds'])} seeds, {data['provenance']['wall_s']:.0f} s)")
     return 0
@@ -113,8 +148,8 @@ def _cmd_audit(args) -> int:
     try:
         for path in audit.notebooks(args.paths):
             findings += audit.audit_file(path)
-    except FileNotFoundError as err:
-        raise SystemExit(f"error: {err}") from None
+    except (FileNotFoundError, ValueError) as err:
+        raise CLIError(str(err)) from None
     for f in findings:
         print(f)
     print(f"{len(findings)} unsourced number(s) in prose", file=sys.stderr)
@@ -124,12 +159,10 @@ def _cmd_audit(args) -> int:
 def _cmd_bench(args) -> int:
     from bnlib._device import resolve_device
 
-    if args.repeats < 1:
-        raise SystemExit(f"error: --repeats must be >= 1; got {args.repeats}")
     try:
         device = resolve_device(args.device)
     except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
+        raise CLIError(str(err)) from None
     if device == "cuda":  # chapter 8: PyTorch, cuDNN and the Triton kernels on the GPU
         from bnlib.kernels import bench as gpu_bench
 
@@ -142,7 +175,18 @@ def _cmd_bench(args) -> int:
 def _cmd_student(args) -> int:
     from bnlib.exercises import make_student_notebooks
 
-    written = make_student_notebooks(args.src, args.dst)
+    src, dst = Path(args.src), Path(args.dst)
+    if not src.is_dir():
+        raise CLIError(f"SRC {src} is not a folder of notebooks")
+    if dst.exists() and not dst.is_dir():
+        raise CLIError(f"DST {dst} is a file, not a folder")
+    if dst.resolve() == src.resolve():
+        raise CLIError(f"DST {dst} is SRC: the student version would overwrite the solutions")
+    _check_writable_dir(dst, "DST")
+    try:
+        written = make_student_notebooks(src, dst)
+    except FileNotFoundError as err:
+        raise CLIError(str(err)) from None
     for path in written:
         print(path)
     return 0
@@ -151,6 +195,15 @@ def _cmd_student(args) -> int:
 def _cmd_grade(args) -> int:
     from bnlib.exercises import grade
 
+    for path in map(Path, args.notebooks):
+        if not path.is_file():
+            raise CLIError(f"no such notebook: {path}")
+        try:
+            import nbformat
+
+            nbformat.read(path, as_version=4)
+        except Exception as err:   # not JSON, not a notebook
+            raise CLIError(f"{path} is not a readable notebook ({type(err).__name__})") from None
     total_passed = total = 0
     for path in args.notebooks:
         passed, count, lines = grade(path)
@@ -179,17 +232,17 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("name")
     run.add_argument("--scale", default="book", choices=["smoke", "book", "paper"])
     run.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=_non_negative, default=0)
     run.add_argument("--out", default="runs")
     run.set_defaults(func=_cmd_run)
 
     rep = sub.add_parser("reproduce", help="run experiments over seeds, store results/NAME/SCALE.json")
     rep.add_argument("names", nargs="+", metavar="NAME")
     rep.add_argument("--scale", default="paper", choices=["smoke", "book", "paper"])
-    rep.add_argument("--seeds", type=int, default=3, help="run seeds 0..K-1 (default 3)")
+    rep.add_argument("--seeds", type=_positive, default=3, help="run seeds 0..K-1 (default 3)")
     rep.add_argument("--results", default=None, help="folder to write under (default: results/)")
     rep.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
-    rep.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes")
+    rep.add_argument("--jobs", type=_positive, default=1, help="seeds run in parallel processes")
     rep.set_defaults(func=_cmd_reproduce)
 
     res = sub.add_parser("results", help="list the stored results")
@@ -202,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
 
     bench = sub.add_parser("bench", help="time BN forward+backward: NumPy vs PyTorch on the CPU "
                                          "(chapter 3), or PyTorch vs Triton on a GPU (chapter 8)")
-    bench.add_argument("--repeats", type=int, default=20)
+    bench.add_argument("--repeats", type=_positive, default=20)
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     bench.set_defaults(func=_cmd_bench)
 
@@ -216,7 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     grade.set_defaults(func=_cmd_grade)
 
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except CLIError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
