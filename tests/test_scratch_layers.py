@@ -370,3 +370,15 @@ def test_batchnorm_eval_rejects_eps_that_divides_by_zero():
     with pytest.raises(ValueError, match="running_var \\+ eps must be > 0"):
         batchnorm_eval(x, ones, zeros, zeros, zeros, eps=0.0)
     assert np.isfinite(batchnorm_eval(x, ones, zeros, zeros, ones, eps=0.0)).all()
+
+
+@pytest.mark.parametrize("build, error", [
+    ("LayerNorm(4.7)", TypeError), ("LayerNorm('45')", TypeError),
+    ("LayerNorm(3, eps=-1)", ValueError), ("BatchNorm(True)", TypeError),
+    ("BatchNorm(0)", ValueError), ("BatchNorm(3, momentum=1.5)", ValueError),
+])
+def test_scratch_constructor_arguments_are_validated(build, error):
+    from bnlib.scratch import BatchNorm, LayerNorm  # noqa: F401 - used by eval
+
+    with pytest.raises(error):
+        eval(build)

@@ -386,3 +386,16 @@ def test_overflowing_variance_raises_in_the_modules_and_nan_input_propagates():
         assert torch.isnan(module(nan_in)).any()          # as torch.nn: no error, NaN out
     with pytest.raises(ValueError, match="overflows"):
         bt.layer_norm(x.T.contiguous(), 8)
+
+
+@pytest.mark.parametrize("build, error", [
+    (lambda: bt.LayerNorm(4.7), TypeError), (lambda: bt.LayerNorm("45"), TypeError),
+    (lambda: bt.LayerNorm(eps=-1, normalized_shape=3), ValueError),
+    (lambda: bt.LayerNorm(()), ValueError), (lambda: bt.BatchNorm1d(True), TypeError),
+    (lambda: bt.BatchNorm2d(0), ValueError), (lambda: bt.BatchNorm1d(3, momentum=2), ValueError),
+    (lambda: bt.BatchNorm1d(3, eps=float("nan")), ValueError),
+])
+def test_constructor_arguments_are_validated(build, error):
+    """Issue 13: LayerNorm("45") silently had shape (4, 5); BatchNorm(True) one feature."""
+    with pytest.raises(error):
+        build()

@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from bnlib import _validate
 from . import functional as F
 from . import init as initializers
 
@@ -155,15 +156,9 @@ class BatchNorm(AffineNorm):
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1):
-        if not isinstance(num_features, (int, np.integer)) or num_features < 1:
-            raise ValueError(f"num_features must be a positive integer; got {num_features!r}")
-        if momentum is not None and not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1] or None; got {momentum}")
-        if not eps >= 0:
-            raise ValueError(f"eps must be >= 0; got {eps}")
-        self.num_features = int(num_features)
-        self.eps = float(eps)
-        self.momentum = momentum
+        self.num_features = _validate.positive_int(num_features, "num_features")
+        self.eps = _validate.eps(eps)
+        self.momentum = _validate.momentum(momentum)
         self.gamma = np.ones(num_features)
         self.beta = np.zeros(num_features)
         self.dgamma = np.zeros(num_features)
@@ -232,13 +227,10 @@ class LayerNorm(AffineNorm):
     """
 
     def __init__(self, num_features: int | tuple[int, ...], eps: float = 1e-5):
-        shape = (int(num_features),) if isinstance(num_features, (int, np.integer)) \
-            else tuple(int(n) for n in num_features)
-        if not shape or min(shape) < 1:
-            raise ValueError(f"num_features must be a positive int or shape; got {num_features!r}")
+        shape = _validate.shape(num_features, "num_features")
         self.normalized_shape = shape
         self.num_features = shape[0] if len(shape) == 1 else shape
-        self.eps = float(eps)
+        self.eps = _validate.eps(eps)
         self.gamma = np.ones(shape)
         self.beta = np.zeros(shape)
         self.dgamma = np.zeros(shape)

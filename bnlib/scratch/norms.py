@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bnlib import _validate
 from . import functional as F
 from .layers import AffineNorm, Layer
 
@@ -268,14 +269,8 @@ class RMSNorm(Layer):
     """
 
     def __init__(self, normalized_shape: int | tuple[int, ...], eps: float = 1e-5):
-        shape = (int(normalized_shape),) if isinstance(normalized_shape, (int, np.integer)) \
-            else tuple(int(n) for n in normalized_shape)
-        if not shape or min(shape) < 1:
-            raise ValueError(f"normalized_shape must be a positive int or shape; "
-                             f"got {normalized_shape!r}")
-        if not eps >= 0:
-            raise ValueError(f"eps must be >= 0; got {eps}")
-        self.normalized_shape, self.eps = shape, float(eps)
+        shape = _validate.shape(normalized_shape, "normalized_shape")
+        self.normalized_shape, self.eps = shape, _validate.eps(eps)
         self.gamma, self.dgamma = np.ones(shape), np.zeros(shape)
         self.training = True
         self._cache = None

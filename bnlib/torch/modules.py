@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from bnlib import _validate
 from bnlib.torch.functional import _verify_batch_size, batch_norm, layer_norm
 
 
@@ -78,9 +79,10 @@ class _BatchNorm(nn.modules.batchnorm._BatchNorm):
     ) -> None:
         factory_kwargs = {"device": device, "dtype": dtype}
         nn.Module.__init__(self)  # not the base's constructor: everything is set up here
+        num_features = _validate.positive_int(num_features, "num_features")
         self.num_features = num_features
-        self.eps = eps
-        self.momentum = momentum
+        self.eps = _validate.eps(eps)
+        self.momentum = _validate.momentum(momentum)
         self.affine = affine
         self.track_running_stats = track_running_stats
         if affine:
@@ -240,10 +242,8 @@ class LayerNorm(nn.Module):
     ) -> None:
         factory_kwargs = {"device": device, "dtype": dtype}
         nn.Module.__init__(self)  # not the base's constructor: everything is set up here
-        if isinstance(normalized_shape, numbers.Integral):
-            normalized_shape = (normalized_shape,)
-        self.normalized_shape = tuple(normalized_shape)
-        self.eps = eps
+        self.normalized_shape = _validate.shape(normalized_shape, "normalized_shape")
+        self.eps = _validate.eps(eps)
         self.elementwise_affine = elementwise_affine
         if elementwise_affine:
             self.weight = nn.Parameter(torch.empty(self.normalized_shape, **factory_kwargs))
