@@ -31,7 +31,8 @@ An audited number is **accounted for** when it is
 4. a set-up parameter: preceded within four words by one of the words in
    :data:`SETUP_WORDS` (``learning rate 0.01``, ``momentum 0.9``, ``std 0.03``,
    ``eps``), or a target written as ``to 90%`` / ``at least 90%`` /
-   ``>= 90%`` (``steps to 90% test accuracy``);
+   ``>= 90%`` (``steps to 90% test accuracy``), or the level of an
+   interval (``95% interval``, ``95% confidence``);
 5. a name: a section, figure, table, equation, exercise, algorithm, theorem or
    appendix number (``section 4.8``, ``Figure 1``, ``exercise 8.1``,
    ``C.2.3``), a section number at the start of a heading, or a version
@@ -188,6 +189,9 @@ def _accounted(sentence: str, m: re.Match) -> bool:
             sentence[:m.start()], re.I):
         return True   # "sections 5.3 and 5.4"
     if "%" in m.group(0) or "percent" in m.group(0):
+        if re.match(r"\s*(t-|confidence |credible )?(interval|confidence|CI)\b",
+                    sentence[m.end():], re.I):
+            return True   # "95% interval": the name of a statistic, not a measurement
         if re.search(r"(\bto|at least|>=|≥|above|below|under|over)\s*$", sentence[:m.start()], re.I):
             return True
     for word in SETUP_WORDS:

@@ -46,7 +46,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 __all__ = ["RESULTS_DIR", "REPRODUCE", "load", "path_for", "stored", "reproduce",
-           "aggregate", "flatten", "ci95", "paired_difference", "Difference", "stat", "fmt",
+           "aggregate", "flatten", "ci95", "paired_difference", "unpaired_difference", "Difference", "stat", "fmt",
            "is_timing_key", "table"]
 
 #: the repository's ``results/`` folder (``BNLIB_RESULTS`` overrides it)
@@ -192,6 +192,31 @@ def paired_difference(result: dict, a: str, b: str) -> Difference:
     return Difference(a, b, float(np.mean(d)), ci95(d), len(d))
 
 
+def unpaired_difference(result_a: dict, key_a: str, result_b: dict, key_b: str) -> Difference:
+    """The difference of two quantities measured on *independent* runs (Welch's 95% interval).
+
+    For two arms that do not share seeds (two stored results, two scales), the
+    half-width is ``t * sqrt(s_a^2 / n_a + s_b^2 / n_b)`` with the
+    Welch-Satterthwaite degrees of freedom.
+    """
+    a = [v for v in stat(result_a, key_a)["values"] if v is not None]
+    b = [v for v in stat(result_b, key_b)["values"] if v is not None]
+    if not a or not b:
+        raise ValueError(f"no values for {key_a!r} or {key_b!r}")
+    mean = float(np.mean(a) - np.mean(b))
+    if len(a) < 2 or len(b) < 2:
+        return Difference(key_a, key_b, mean, None, min(len(a), len(b)))
+    from scipy import stats
+
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return Difference(key_a, key_b, mean, 0.0, min(len(a), len(b)))
+    dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return Difference(key_a, key_b, mean, float(stats.t.ppf(0.975, dof) * se),
+                      min(len(a), len(b)))
+
+
 def stat(result: dict, key: str) -> dict:
     """The aggregate ``{mean, sd, ci95, n, ...}`` of ``key`` in a loaded result (clear error if absent)."""
     try:
@@ -251,6 +276,7 @@ def _write_atomic(path: Path, data: dict) -> None:
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=1, sort_keys=False)
             fh.write("\n")
+        os.chmod(tmp, 0o644)             # mkstemp makes it owner-only
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -30,6 +30,7 @@ def test_the_planted_sentence_is_reported():
     "Seed 003 reports 94% after the first epoch.",                        # a source article
     "We train with learning rate 0.01 and momentum 0.9 for 3 epochs.",     # set-up
     "It counts the steps to 90% test accuracy.",                           # a target
+    "The bars show the 95% interval over seeds.",                          # a level
     "See section 4.8, Figure 1 and exercise 8.1 (appendix C.2.3).",        # names
     "## 5.8 Results at paper scale",                                       # a heading number
     "Pinned to torch==2.13.0 and Python 3.11.",                            # versions
@@ -74,9 +75,9 @@ def test_every_chapter_passes_the_audit(capsys):
     assert main(["audit", str(CHAPTERS)]) == 0, capsys.readouterr().out
 
 
-def test_audit_of_a_missing_path_is_a_clear_error():
-    with pytest.raises(SystemExit, match="no such notebook"):
-        main(["audit", "no/such/dir"])
+def test_audit_of_a_missing_path_is_a_clear_error(capsys):
+    assert main(["audit", "no/such/dir"]) == 2
+    assert "no such notebook" in capsys.readouterr().err
 
 
 def test_a_glue_reference_with_no_glued_value_is_reported(tmp_path):

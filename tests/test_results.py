@@ -132,3 +132,18 @@ def test_stored_results_are_well_formed():
             assert s["n"] == len(present) and len(s["values"]) == len(data["seeds"])
             if present:
                 assert math.isclose(s["mean"], float(np.mean(present)), rel_tol=1e-9, abs_tol=1e-12)
+
+
+def test_unpaired_difference_is_welch():
+    a = {"name": "a", "scale": "book", "summary": results.aggregate([{"x": v} for v in (1.0, 1.2, 0.9, 1.1)])}
+    b = {"name": "b", "scale": "book", "summary": results.aggregate([{"x": v} for v in (0.2, 0.5, 0.1)])}
+    d = results.unpaired_difference(a, "x", b, "x")
+    t = stats.ttest_ind([1.0, 1.2, 0.9, 1.1], [0.2, 0.5, 0.1], equal_var=False)
+    lo, hi = t.confidence_interval(0.95)
+    assert d.mean == pytest.approx((lo + hi) / 2) and d.ci95 == pytest.approx((hi - lo) / 2)
+    assert d.resolved
+
+
+def test_stored_files_are_readable_by_everyone(tmp_path):
+    path = results.reproduce("precise-bn", "smoke", 1, results_dir=tmp_path)
+    assert path.stat().st_mode & 0o644 == 0o644
