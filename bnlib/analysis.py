@@ -173,7 +173,7 @@ def sgd_train(model, x, y, config, *, on_eval=None, desc: str = "", progress: bo
     """
     import torch
 
-    from bnlib.experiments.base import progress as progress_bar
+    from bnlib.progress import progress as progress_bar
     from bnlib.training import batch_indices
 
     rng = np.random.default_rng([config.seed, 2])

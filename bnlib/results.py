@@ -389,7 +389,7 @@ def reproduce(name: str, scale: str = "paper", seeds: int | Iterable[int] = 3, *
         raise ValueError(f"seeds must be >= 0; got {seed_list}")
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1; got {jobs}")
-    from bnlib.experiments.base import progress as bar
+    from bnlib.progress import progress as bar
 
     start = time.perf_counter()
     outputs: dict[int, tuple] = {}

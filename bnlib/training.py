@@ -282,7 +282,7 @@ def fit(model, x_train: np.ndarray, y_train: np.ndarray, *, steps: int, batch_si
     batches.  Non-finite loss or parameters stop training with
     ``History.diverged = True``.
     """
-    from bnlib.experiments.base import progress as progress_bar
+    from bnlib.progress import progress as progress_bar
 
     if steps < 0 or eval_every < 1:
         raise ValueError("steps must be >= 0 and eval_every >= 1")

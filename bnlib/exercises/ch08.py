@@ -80,7 +80,7 @@ def eval_batch_norm_reference(x, running_mean, running_var, weight, bias, eps: f
     L = x[0, 0].numel()
     block = 256
     grid = ((x.numel() + block - 1) // block,)
-    eval_kernel._affine_per_channel_kernel[grid](x, y, scale, shift, x.shape[1], L, x.numel(), BLOCK=block)
+    eval_kernel.affine_per_channel_kernel[grid](x, y, scale, shift, x.shape[1], L, x.numel(), BLOCK=block)
     return y
 
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar
 
 import numpy as np
+
+from bnlib.progress import progress  # noqa: F401 - re-exported: experiments use base.progress
 
 SCALES = ("smoke", "book", "paper")
 
@@ -111,15 +112,6 @@ class Result:
         fig.savefig(png_path, dpi=120, bbox_inches="tight")
         plt.close(fig)
         return json_path, png_path
-
-
-def progress(iterable: Iterable | None = None, *, total: int | None = None,
-             desc: str = "", enabled: bool = False):
-    """A tqdm progress bar, shown only when ``enabled`` and stderr is a terminal."""
-    from tqdm import tqdm   # the console bar: tqdm.auto would want ipywidgets in notebooks
-
-    show = enabled and sys.stderr.isatty()
-    return tqdm(iterable, total=total, desc=desc, disable=not show, leave=False)
 
 
 class Timer:

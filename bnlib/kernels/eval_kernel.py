@@ -9,9 +9,11 @@ reads its ``s`` and ``t``.  One read of ``x``, one write of ``y``.
 import triton
 import triton.language as tl
 
+__all__ = ["affine_per_channel_kernel"]
+
 
 @triton.jit
-def _affine_per_channel_kernel(X, Y, SCALE, SHIFT, C, L, numel, BLOCK: tl.constexpr):
+def affine_per_channel_kernel(X, Y, SCALE, SHIFT, C, L, numel, BLOCK: tl.constexpr):
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     inside = i < numel
     channel = (i // L) % C
