@@ -11,15 +11,26 @@ Python instead of PyTorch's fused C++/CUDA kernels, so they are slower but
 readable.  Chapter 5 explains the running statistics and the eval mode;
 chapter 8 runs these modules on the GPU.
 
-Like PyTorch's layers, the modules do not check their input for NaN or
-infinite values (the check would synchronise with the GPU on every call):
+Like PyTorch's layers, the modules let NaN or infinite input through:
 non-finite input gives non-finite output, exactly as in PyTorch.  Call
 :func:`bnlib.torch.functional.batch_norm` or
 :func:`~bnlib.torch.functional.layer_norm` directly to have it checked.
+
+PyTorch's own module test inputs (``module_db``) pass against these modules
+(``tests/test_module_db.py``).  The differences that remain, each pinned by a
+test there or in ``tests/test_torch_modules.py``:
+
+* finite input whose variance overflows the dtype raises ``ValueError``
+  (``torch.nn`` returns zeros or NaN);
+* ``torch.jit.script`` is not supported: TorchScript cannot compile a custom
+  ``autograd.Function`` (and is deprecated; ``torch.compile`` works);
+* float64 input to float32 parameters is computed in the input's dtype, where
+  ``torch.nn`` raises "mixed dtype";
+* a training batch that is rejected (one value per channel) is not counted in
+  ``num_batches_tracked``; ``torch.nn`` counts it before raising.
 """
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 
 import torch
