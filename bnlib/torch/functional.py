@@ -315,6 +315,8 @@ def batch_norm(
         )
     if x.dim() < 2:
         raise ValueError(f"x must have shape (N, C, *), got {x.dim()}-D input of size {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
     _check_running(running_mean, "running_mean", x)
     _check_running(running_var, "running_var", x)
     for name, p in (("weight", weight), ("bias", bias)):
