@@ -107,19 +107,25 @@ def _cmd_reproduce(args) -> int:
     except ValueError as err:
         raise CLIError(str(err)) from None
     _check_writable_dir(args.results or results.RESULTS_DIR, "--results")
-    for name in args.names:
-        print(f"reproducing {name} at {args.scale} scale, seeds 0..{args.seeds - 1}, on {device}",
-              file=sys.stderr)
-        command = (f"python -m bnlib reproduce {name} --scale {args.scale} --seeds {args.seeds}")
-        try:
-            path = results.reproduce(name, args.scale, args.seeds, results_dir=args.results,
-                                     device=device, jobs=args.jobs, progress=True,
-                                     command=command)
-        except OSError as err:
-            raise CLIError(f"cannot write under --results {args.results or results.RESULTS_DIR}: "
-                           f"{err.strerror or err}") from None
-        data = results.load(name, args.scale, args.results)
-        print(f"wrote {path} ({len(data['seeds'])} seeds, {data['provenance']['wall_s']:.0f} s)")
+    print(f"reproducing {', '.join(args.names)} at {args.scale} scale, seeds 0..{args.seeds - 1}, "
+          f"on {device}, {args.jobs} process(es)", file=sys.stderr)
+
+    def report(path):
+        data = results.load(path.parent.name, args.scale, args.results)
+        print(f"wrote {path} ({len(data['seeds'])} seeds, {data['provenance']['wall_s']:.0f} s)",
+              flush=True)
+
+    try:
+        if args.jobs > 1:   # every (experiment, seed) in one pool: no idle worker between experiments
+            results.reproduce_many(args.names, args.scale, args.seeds, results_dir=args.results,
+                                   device=device, jobs=args.jobs, progress=True, on_done=report)
+        else:
+            for name in args.names:
+                report(results.reproduce(name, args.scale, args.seeds, results_dir=args.results,
+                                         device=device, progress=True))
+    except OSError as err:
+        raise CLIError(f"cannot write under --results {args.results or results.RESULTS_DIR}: "
+                       f"{err.strerror or err}") from None
     return 0
 
 

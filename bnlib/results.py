@@ -45,7 +45,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["RESULTS_DIR", "REPRODUCE", "load", "path_for", "stored", "reproduce",
+__all__ = ["RESULTS_DIR", "REPRODUCE", "load", "path_for", "stored", "reproduce", "reproduce_many",
            "aggregate", "flatten", "ci95", "paired_difference", "unpaired_difference", "Difference", "stat", "fmt",
            "is_timing_key", "table"]
 
@@ -370,6 +370,89 @@ def _run_one(name: str, scale: str, seed: int, device: str) -> tuple[dict, dict,
     return summary, timings, _jsonable(config.to_dict())
 
 
+def _seed_list(seeds: int | Iterable[int]) -> list[int]:
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seed_list:
+        raise ValueError("seeds must name at least one seed")
+    if any(s < 0 for s in seed_list):
+        raise ValueError(f"seeds must be >= 0; got {seed_list}")
+    return seed_list
+
+
+def _store(name: str, scale: str, seed_list: list[int], outputs: dict[int, tuple], wall_s: float,
+           device: str, results_dir, command: str) -> Path:
+    """Aggregate the per-seed outputs of one experiment and write its file atomically."""
+    per_seed = [{"seed": s, "summary": outputs[s][0]} for s in seed_list]
+    config = dict(outputs[seed_list[0]][2])
+    config.pop("seed", None)
+    data = {
+        "name": name,
+        "scale": scale,
+        "seeds": seed_list,
+        "config": config,
+        "per_seed": per_seed,
+        "summary": aggregate([p["summary"] for p in per_seed]),
+        "timings": {str(s): outputs[s][1] for s in seed_list},
+        "provenance": provenance(wall_s, device, config.get("threads"),
+                                 command or f"python -m bnlib reproduce {name} --scale {scale} "
+                                            f"--seeds {len(seed_list)}"),
+    }
+    path = path_for(name, scale, results_dir)
+    _write_atomic(path, data)
+    return path
+
+
+def reproduce_many(names: Sequence[str], scale: str = "paper", seeds: int | Iterable[int] = 3, *,
+                   results_dir: str | Path | None = None, device: str = "cpu", jobs: int = 1,
+                   progress: bool = False, on_done=None) -> list[Path]:
+    """:func:`reproduce` for several experiments, their seeds packed into one pool of ``jobs``.
+
+    Every (experiment, seed) pair is a task for the pool, so no worker idles while
+    another experiment still has seeds to run; each file is written as soon as all
+    its seeds are done (``on_done(path)`` is called then).  Its ``wall_s`` is the
+    time from the start of the pool to its last seed.
+    """
+    from bnlib import experiments
+
+    for name in names:
+        experiments.get(name)  # unknown name: KeyError before any work
+    seed_list = _seed_list(seeds)
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1; got {jobs}")
+    from bnlib.progress import progress as bar
+
+    start = time.perf_counter()
+    outputs: dict[str, dict[int, tuple]] = {n: {} for n in names}
+    paths = []
+
+    def finished(name, seed, out):
+        outputs[name][seed] = out
+        if len(outputs[name]) == len(seed_list):
+            path = _store(name, scale, seed_list, outputs[name], time.perf_counter() - start,
+                          device, results_dir, "")
+            paths.append(path)
+            if on_done:
+                on_done(path)
+
+    tasks = [(n, s) for n in names for s in seed_list]
+    with bar(total=len(tasks), desc=f"reproduce ({scale})", enabled=progress) as pbar:
+        if jobs == 1:
+            for n, s in tasks:
+                finished(n, s, _run_one(n, scale, s, device))
+                pbar.update(1)
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+                futures = {pool.submit(_run_one, n, scale, s, device): (n, s) for n, s in tasks}
+                for fut in as_completed(futures):
+                    n, s = futures[fut]
+                    finished(n, s, fut.result())
+                    pbar.update(1)
+    return paths
+
+
 def reproduce(name: str, scale: str = "paper", seeds: int | Iterable[int] = 3, *,
               results_dir: str | Path | None = None, device: str = "cpu", jobs: int = 1,
               progress: bool = False, command: str = "") -> Path:
@@ -382,50 +465,22 @@ def reproduce(name: str, scale: str = "paper", seeds: int | Iterable[int] = 3, *
     from bnlib import experiments
 
     experiments.get(name)  # unknown name: KeyError before any work
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
-    if not seed_list:
-        raise ValueError("seeds must name at least one seed")
-    if any(s < 0 for s in seed_list):
-        raise ValueError(f"seeds must be >= 0; got {seed_list}")
+    seed_list = _seed_list(seeds)
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1; got {jobs}")
+    if jobs > 1:
+        return reproduce_many([name], scale, seed_list, results_dir=results_dir, device=device,
+                              jobs=jobs, progress=progress)[0]
     from bnlib.progress import progress as bar
 
     start = time.perf_counter()
     outputs: dict[int, tuple] = {}
     with bar(total=len(seed_list), desc=f"{name} ({scale})", enabled=progress) as pbar:
-        if jobs == 1:
-            for s in seed_list:
-                outputs[s] = _run_one(name, scale, s, device)
-                pbar.update(1)
-        else:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-                futures = {pool.submit(_run_one, name, scale, s, device): s for s in seed_list}
-                for fut in as_completed(futures):
-                    outputs[futures[fut]] = fut.result()
-                    pbar.update(1)
-    per_seed = [{"seed": s, "summary": outputs[s][0]} for s in seed_list]
-    config = outputs[seed_list[0]][2]
-    config.pop("seed", None)
-    threads = config.get("threads")
-    data = {
-        "name": name,
-        "scale": scale,
-        "seeds": seed_list,
-        "config": config,
-        "per_seed": per_seed,
-        "summary": aggregate([p["summary"] for p in per_seed]),
-        "timings": {str(s): outputs[s][1] for s in seed_list},
-        "provenance": provenance(time.perf_counter() - start, device, threads,
-                                 command or f"python -m bnlib reproduce {name} --scale {scale} "
-                                            f"--seeds {len(seed_list)}"),
-    }
-    path = path_for(name, scale, results_dir)
-    _write_atomic(path, data)
-    return path
+        for s in seed_list:
+            outputs[s] = _run_one(name, scale, s, device)
+            pbar.update(1)
+    return _store(name, scale, seed_list, outputs, time.perf_counter() - start, device,
+                  results_dir, command)
 
 
 def fmt(result: dict, key: str, decimals: int = 3, scale: float = 1.0) -> str:

@@ -147,3 +147,14 @@ def test_unpaired_difference_is_welch():
 def test_stored_files_are_readable_by_everyone(tmp_path):
     path = results.reproduce("precise-bn", "smoke", 1, results_dir=tmp_path)
     assert path.stat().st_mode & 0o644 == 0o644
+
+
+def test_reproduce_many_packs_seeds_and_gives_the_same_files(tmp_path):
+    done = []
+    paths = results.reproduce_many(["precise-bn", "init-mnist"], "smoke", 2,
+                                   results_dir=tmp_path / "many", jobs=2, on_done=done.append)
+    assert sorted(p.parent.name for p in paths) == ["init-mnist", "precise-bn"] and len(done) == 2
+    for name in ("precise-bn", "init-mnist"):
+        one = results.reproduce(name, "smoke", 2, results_dir=tmp_path / "one")
+        a, b = json.loads(one.read_text()), results.load(name, "smoke", tmp_path / "many")
+        assert a["per_seed"] == b["per_seed"] and a["summary"] == b["summary"]
