@@ -158,3 +158,16 @@ def test_a_rejected_batch_is_not_counted():
         with pytest.raises(ValueError):
             module(torch.randn(1, 4))
         assert module.num_batches_tracked.item() == counted
+
+
+@pytest.mark.parametrize("make", [lambda: bt.BatchNorm1d(4), lambda: bt.LayerNorm(4)])
+def test_torch_compile_traces_the_modules_also_on_an_empty_batch(make):
+    """torch.compile (AOT autograd tracing) works, including an empty training batch (it failed)."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    module, ref = make(), make()
+    compiled = torch.compile(module, backend="aot_eager")
+    for x in (torch.randn(0, 4), torch.randn(6, 4), torch.randn(0, 4)):
+        torch.testing.assert_close(compiled(x), ref(x))
+    torch.testing.assert_close(module.state_dict(), ref.state_dict())

@@ -161,8 +161,10 @@ class BatchNormFunction(torch.autograd.Function):
         # with a large mean does not lose the variance to cancellation.
         if m > 0:
             var, mu = torch.var_mean(xc, dim=dims, correction=0)
-        else:  # empty batch: no statistics (NaN); the output is empty anyway
-            mu = var = torch.full((x.shape[1],), float("nan"), dtype=xc.dtype, device=x.device)
+        else:  # empty batch: no statistics (0/0 = NaN, computed from x so that torch.compile
+            # can trace it); the output is empty anyway
+            mu = xc.sum(dim=dims) / 0.0
+            var = mu.clone()
         inv_std = torch.rsqrt(var + eps)
         if check_finite and m > 0:
             bad = ~(torch.isfinite(mu) & torch.isfinite(var) & torch.isfinite(inv_std))
