@@ -210,9 +210,15 @@ def _cmd_grade(args) -> int:
             nbformat.read(path, as_version=4)
         except Exception as err:   # not JSON, not a notebook
             raise CLIError(f"{path} is not a readable notebook ({type(err).__name__})") from None
+    from jupyter_client.kernelspec import NoSuchKernel
+
     total_passed = total = 0
     for path in args.notebooks:
-        passed, count, lines = grade(path)
+        try:
+            passed, count, lines = grade(path)
+        except NoSuchKernel as err:
+            raise CLIError(f"{path}: no Jupyter kernel named {err.args[0]!r} "
+                           "(the notebook's metadata.kernelspec.name)") from None
         print(f"{path}")
         for line in lines:
             print(f"  {line}")

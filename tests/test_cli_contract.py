@@ -16,6 +16,10 @@ def _bad_cases(tmp):
     a_file.write_text("not a folder")
     not_a_notebook = tmp / "broken.ipynb"
     not_a_notebook.write_text("{ this is not json")
+    bad_kernel = tmp / "bad_kernel.ipynb"
+    bad_kernel.write_text('{"cells": [], "metadata": {"kernelspec": {"name": "no-such-kernel", '
+                          '"display_name": "x", "language": "python"}}, "nbformat": 4, '
+                          '"nbformat_minor": 5}')
     ro = tmp / "read_only"
     ro.mkdir()
     ro.chmod(0o500)
@@ -45,6 +49,7 @@ def _bad_cases(tmp):
         (["grade", str(tmp / "missing.ipynb")], "no such notebook"),
         (["grade", str(not_a_notebook)], "not a readable notebook"),
         (["grade"], "notebooks"),
+        (["grade", str(bad_kernel)], "no Jupyter kernel named 'no-such-kernel'"),
     ] + ([] if _is_root() else [
         (["run", "fan-in", "--scale", "smoke", "--out", str(ro / "x")], "not writable")])
 
