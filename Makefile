@@ -2,6 +2,7 @@
 #   make book   build the HTML book, executing the notebooks -> _build/html/index.html
 #   make test   run every test: bnlib unit tests, the notebooks under nbval, the prose audit,
 #               a strict book build
+#   make lab    JupyterLab on chapters/ with the book's kernel ("Python (bnlib)")
 # Both create .venv on first use and install the pinned requirements into it.
 
 SHELL  := /bin/bash
@@ -11,7 +12,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PYTHONHASHSEED := 0
 
-.PHONY: book test test-unit test-notebooks test-audit test-build student clean
+LAB    := $(VENV)/.lab-installed
+
+.PHONY: lab book test test-unit test-notebooks test-audit test-build student clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +24,17 @@ $(STAMP): requirements.txt
 	$(PY) -c 'import os, site; open(os.path.join(site.getsitepackages()[0], "bnlib-repo.pth"), "w").write(os.getcwd() + "\n")'
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
+
+# JupyterLab (requirements-lab.txt) and the kernel "bnlib": the venv's Python, installed inside
+# the venv (--sys-prefix), so the reader's own kernels are untouched.
+$(LAB): $(STAMP) requirements-lab.txt
+	$(PY) -m pip install --quiet -r requirements-lab.txt
+	$(PY) -m ipykernel install --sys-prefix --name bnlib --display-name "Python (bnlib)" >/dev/null
+	touch $(LAB)
+
+lab: $(LAB)
+	$(VENV)/bin/jupyter lab --notebook-dir=chapters --MappingKernelManager.default_kernel_name=bnlib \
+	    $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 book: $(STAMP)
 	$(VENV)/bin/jupyter-book build . --config _config.yml
