@@ -23,13 +23,13 @@ $(STAMP): requirements.txt
 	# make bnlib importable from the venv (notebooks run with chapters/ as cwd)
 	$(PY) -c 'import os, site; open(os.path.join(site.getsitepackages()[0], "bnlib-repo.pth"), "w").write(os.getcwd() + "\n")'
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	$(PY) -m ipykernel install --sys-prefix --name bnlib --display-name "Python (bnlib)" >/dev/null
 	touch $(STAMP)
 
-# JupyterLab (requirements-lab.txt) and the kernel "bnlib": the venv's Python, installed inside
-# the venv (--sys-prefix), so the reader's own kernels are untouched.
+# JupyterLab (requirements-lab.txt); the notebooks run on the kernel "bnlib" (the venv's Python,
+# installed inside the venv with --sys-prefix, so the reader's own kernels are untouched).
 $(LAB): $(STAMP) requirements-lab.txt
 	$(PY) -m pip install --quiet -r requirements-lab.txt
-	$(PY) -m ipykernel install --sys-prefix --name bnlib --display-name "Python (bnlib)" >/dev/null
 	touch $(LAB)
 
 lab: $(LAB)
