@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_registered():
     names = experiments.available()
-    for name in ("fan-in", "init-mnist", "depth-stats", "deep-relu"):
+    for name in ("fan-in", "init-mnist", "depth-stats", "deep-relu", "deep-relu-lr"):
         assert name in names and names[name]
 
 
@@ -183,3 +183,51 @@ def test_deep_relu_xavier_stalls_kaiming_learns(deep):
     # Xavier: the loss stays at log(10) (uniform guess); Kaiming: it falls
     assert abs(xav["final_train_loss"] - np.log(10)) < 0.01
     assert kai["final_train_loss"] < np.log(10) - 0.15
+
+
+# --- deep-relu-lr -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def deep_lr():
+    return experiments.run("deep-relu-lr", "smoke")
+
+
+def test_deep_relu_lr_summary_per_rate(deep_lr):
+    from bnlib.experiments import deep_relu_lr
+
+    s = deep_lr.summary()
+    keys = [deep_relu_lr.lr_key(lr) for lr in deep_lr.config.lrs]
+    assert keys == ["0.002", "0.1"] and s["lrs"] == [0.002, 0.1]
+    for name in deep_relu_lr.INITS:
+        for key in keys:
+            run = s[name][key]
+            assert len(run["test_acc_per_epoch"]) == deep_lr.config.epochs
+            assert run["final_test_acc"] == run["test_acc_per_epoch"][-1]
+            assert run["diverged"] in (0, 1) and run["stuck"] in (0, 1) and run["failed"] in (0, 1)
+            assert run["largest_drop"] >= 0
+    # at the book's rate Xavier stays at ln 10 while Kaiming's loss falls
+    assert s["xavier_normal"]["0.002"]["stuck"] == 1
+    assert s["kaiming_normal"]["0.002"]["final_train_loss"] < np.log(10) - 0.03
+    # the rate 0.002 repeats deep-relu's own run
+    deep = experiments.run("deep-relu", "smoke", epochs=deep_lr.config.epochs).summary()
+    assert deep["kaiming_normal"]["test_acc_per_epoch"] == s["kaiming_normal"]["0.002"]["test_acc_per_epoch"]
+
+
+def test_deep_relu_lr_summary_of_a_diverging_run():
+    from bnlib.experiments.deep_relu_lr import _run_summary
+
+    h = {"test_acc": np.array([0.3, 0.5, 0.1]), "train_loss_epoch": np.array([1.0, 0.8, np.nan])}
+    run = _run_summary(h)
+    assert run["diverged"] == 1 and run["failed"] == 1 and run["stuck"] == 0
+    assert run["final_train_loss"] is None and run["largest_drop"] == pytest.approx(0.4)
+    h = {"test_acc": np.array([0.1, 0.1]), "train_loss_epoch": np.array([2.3026, 2.3025])}
+    run = _run_summary(h)
+    assert run["stuck"] == 1 and run["diverged"] == 0 and run["largest_drop"] == 0
+
+
+def test_deep_relu_lr_plot(deep_lr):
+    import matplotlib.pyplot as plt
+
+    fig = deep_lr.plot()
+    assert fig.axes[0].get_xscale() == "log"
+    plt.close(fig)
