@@ -3,6 +3,7 @@
 #   make test   run every test: bnlib unit tests, the notebooks under nbval, the prose audit,
 #               a strict book build
 #   make lab    JupyterLab on chapters/ with the book's kernel ("Python (bnlib)")
+#   make pdf    the whole book as one PDF, _build/pdf/book.pdf (needs Chromium; see README)
 # Both create .venv on first use and install the pinned requirements into it.
 
 SHELL  := /bin/bash
@@ -14,7 +15,10 @@ export PYTHONHASHSEED := 0
 
 LAB    := $(VENV)/.lab-installed
 
-.PHONY: lab book test test-unit test-notebooks test-audit test-build student clean
+CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser || command -v google-chrome)
+SINGLE   := _build/pdf-src/_build/singlehtml
+
+.PHONY: lab pdf test-pdf book test test-unit test-notebooks test-audit test-build student clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,6 +66,24 @@ test-build: $(STAMP)
 	    -W -n --keep-going --builder html --all \
 	    2>&1 | tee _build/test-build.log | tail -n 5; \
 	    test $${PIPESTATUS[0]} -eq 0
+
+# The PDF: one page of HTML with every chapter (Sphinx's singlehtml builder, from the stored
+# outputs), printed by headless Chromium after MathJax has typeset the maths. Offline.
+pdf: $(STAMP)
+	@test -n "$(CHROMIUM)" || { echo "make pdf needs Chromium: apt-get install chromium"; exit 1; }
+	rm -rf _build/pdf-src && mkdir -p _build/pdf
+	sed 's/^\(  *execute_notebooks:\).*/\1 "off"/' _config.yml > _build/_config_pdf.yml
+	$(VENV)/bin/jupyter-book build . --config _build/_config_pdf.yml --path-output _build/pdf-src \
+	    --builder singlehtml >_build/pdf-build.log 2>&1 || { tail -20 _build/pdf-build.log; exit 1; }
+	# the single page is written as book/intro.html with links relative to the top: move it up
+	cp $(SINGLE)/book/intro.html $(SINGLE)/book-print.html
+	$(CHROMIUM) --headless=new --no-sandbox --disable-gpu --no-pdf-header-footer \
+	    --virtual-time-budget=60000 --run-all-compositor-stages-before-draw \
+	    --print-to-pdf=$(CURDIR)/_build/pdf/book.pdf file://$(CURDIR)/$(SINGLE)/book-print.html 2>/dev/null
+	@echo "The PDF is at $(CURDIR)/_build/pdf/book.pdf"
+
+test-pdf: pdf
+	$(PY) -m pytest -q -p no:cacheprovider tests/book/test_pdf.py
 
 student: $(STAMP)
 	$(PY) -m bnlib student chapters student
