@@ -4,6 +4,7 @@
 #               a strict book build
 #   make lab    JupyterLab on chapters/ with the book's kernel ("Python (bnlib)")
 #   make pdf    the whole book as one PDF, _build/pdf/book.pdf (needs Chromium; see README)
+#   make test-browser / test-pdf   the built book in headless Chromium / the PDF's contents
 # Both create .venv on first use and install the pinned requirements into it.
 
 SHELL  := /bin/bash
@@ -18,7 +19,17 @@ LAB    := $(VENV)/.lab-installed
 CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser || command -v google-chrome)
 SINGLE   := _build/pdf-src/_build/singlehtml
 
-.PHONY: lab pdf test-pdf book test test-unit test-notebooks test-audit test-build student clean
+# A copy of _config.yml that builds from the stored outputs (no execution); it lives in
+# _build/, so the local extension's folder is made absolute.
+define stored_outputs_config
+	mkdir -p _build
+	sed -e 's/^\(  *execute_notebooks:\).*/\1 "off"/' \
+	    -e 's|^\(  *bnlib_book:\) *book/_ext|\1 $(CURDIR)/book/_ext|' _config.yml > $(1)
+endef
+
+BROWSER := $(VENV)/.browser-installed
+
+.PHONY: lab pdf test-pdf test-browser book test test-unit test-notebooks test-audit test-build student clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,7 +58,7 @@ book: $(STAMP)
 test: test-unit test-notebooks test-audit test-build
 
 test-unit: $(STAMP)
-	MPLBACKEND=Agg $(PY) -m pytest -q -p no:cacheprovider -n 2 tests
+	MPLBACKEND=Agg $(PY) -m pytest -q -p no:cacheprovider -n 2 tests --ignore=tests/book
 
 test-notebooks: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider --nbval chapters -n 2 --dist loadfile \
@@ -61,7 +72,7 @@ test-audit: $(STAMP)
 test-build: $(STAMP)
 	rm -rf _build/test
 	mkdir -p _build
-	sed 's/^\(  *execute_notebooks:\).*/\1 "off"/' _config.yml > _build/_config_test.yml
+	$(call stored_outputs_config,_build/_config_test.yml)
 	$(VENV)/bin/jupyter-book build . --config _build/_config_test.yml --path-output _build/test \
 	    -W -n --keep-going --builder html --all \
 	    2>&1 | tee _build/test-build.log | tail -n 5; \
@@ -72,7 +83,7 @@ test-build: $(STAMP)
 pdf: $(STAMP)
 	@test -n "$(CHROMIUM)" || { echo "make pdf needs Chromium: apt-get install chromium"; exit 1; }
 	rm -rf _build/pdf-src && mkdir -p _build/pdf
-	sed 's/^\(  *execute_notebooks:\).*/\1 "off"/' _config.yml > _build/_config_pdf.yml
+	$(call stored_outputs_config,_build/_config_pdf.yml)
 	$(VENV)/bin/jupyter-book build . --config _build/_config_pdf.yml --path-output _build/pdf-src \
 	    --builder singlehtml >_build/pdf-build.log 2>&1 || { tail -20 _build/pdf-build.log; exit 1; }
 	# the single page is written as book/intro.html with links relative to the top: move it up
@@ -81,6 +92,16 @@ pdf: $(STAMP)
 	    --virtual-time-budget=60000 --run-all-compositor-stages-before-draw \
 	    --print-to-pdf=$(CURDIR)/_build/pdf/book.pdf file://$(CURDIR)/$(SINGLE)/book-print.html 2>/dev/null
 	@echo "The PDF is at $(CURDIR)/_build/pdf/book.pdf"
+
+# The built book (make test-build) in headless Chromium, driven by Selenium: console errors,
+# typeset maths, images, links and anchors, search, the solution toggles.
+$(BROWSER): $(STAMP) requirements-browser.txt
+	$(PY) -m pip install --quiet -r requirements-browser.txt
+	touch $(BROWSER)
+
+test-browser: $(BROWSER)
+	test -d _build/test/_build/html || $(MAKE) test-build
+	$(PY) -m pytest -q -p no:cacheprovider -rs tests/book/test_browser.py
 
 test-pdf: pdf
 	$(PY) -m pytest -q -p no:cacheprovider tests/book/test_pdf.py
