@@ -949,7 +949,10 @@ def landscape_figure(histories: Mapping[str, Mapping[str, np.ndarray]], *,
     return fig
 
 
-def paired_differences_figure(panels: Mapping[str, Mapping[str, object]], *, ncols: int = 3,
+_SCALE_COLORS = {"book": "#555555", "paper": CYCLE[3]}
+
+
+def paired_differences_figure(panels: Mapping[str, Mapping[str, object]], *, ncols: int = 4,
                               title: str = ""):
     """Chapter 7: paired differences with their 95% intervals, one panel per quantity.
 
@@ -969,9 +972,9 @@ def paired_differences_figure(panels: Mapping[str, Mapping[str, object]], *, nco
             d = by_scale[lab]
             lo, hi = d.low, d.high
             finite = np.isfinite(lo) and np.isfinite(hi)
+            color = _SCALE_COLORS.get(lab, CYCLE[i % len(CYCLE)])
             ax.errorbar([d.mean], [i], xerr=[[d.mean - lo], [hi - d.mean]] if finite else None,
-                        fmt="o", color=CYCLE[i % len(CYCLE)], capsize=4,
-                        mfc=CYCLE[i % len(CYCLE)] if d.resolved else "white")
+                        fmt="o", color=color, capsize=4, mfc=color if d.resolved else "white")
         ax.axvline(0.0, color="0.4", lw=0.8, ls="--")
         ax.set_yticks(range(len(labels)))
         ax.set_yticklabels([f"{lab} (n={by_scale[lab].n})" for lab in labels])
