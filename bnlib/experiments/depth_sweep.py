@@ -24,7 +24,6 @@ NumPy only; ``device`` is ignored.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,23 +80,29 @@ def time_steps(nets: dict, x: np.ndarray, y: np.ndarray, batch_size: int, steps:
                lr: float, rng: np.random.Generator) -> dict[str, float]:
     """Median wall time (s) of one Adam training step of each net in ``nets``.
 
-    The nets take turns (one step each, ``steps`` rounds) on the same batches,
-    so a change in the machine's load hits all of them alike.
+    Timed with :func:`bnlib.timing.compare`: the nets take turns (one step each,
+    ``steps`` rounds, the order rotating) on the same batches, so a change in the
+    machine's load hits all of them alike.
     """
     from bnlib.scratch.losses import softmax_cross_entropy
+    from bnlib.timing import compare
     from bnlib.training import batch_indices, make_optimizer
 
-    opts = {k: make_optimizer(net, "adam", lr) for k, net in nets.items()}
-    times = {k: [] for k in nets}
-    for idx in batch_indices(len(x), batch_size, steps, rng):
-        xb, yb = x[idx], y[idx]
-        for k, net in nets.items():
-            t0 = time.perf_counter()
+    batches = [(x[idx], y[idx]) for idx in batch_indices(len(x), batch_size, steps, rng)]
+
+    def stepper(net):
+        opt = make_optimizer(net, "adam", lr)
+        calls = iter(range(10**9))
+
+        def step():
+            xb, yb = batches[next(calls) % len(batches)]
             _, dlogits = softmax_cross_entropy(net.forward(xb), yb)
             net.backward(dlogits)
-            opts[k].step(net.grads())
-            times[k].append(time.perf_counter() - t0)
-    return {k: float(np.median(v)) for k, v in times.items()}
+            opt.step(net.grads())
+        return step
+
+    timed = compare({k: stepper(net) for k, net in nets.items()}, repeats=steps, warmup=1)
+    return {k: timed[k].median for k in nets}
 
 
 class DepthSweepResult(Result):
