@@ -1,4 +1,4 @@
-"""Batch-size dependence (Wu & He 2018, Figure 1 in miniature): test error of BN, LN, GN, RMSNorm and no norm vs batch size.
+"""Batch-size dependence (the set-up of Wu & He 2018, Figure 1, on the digits): test error of BN, LN, GN, RMSNorm and no norm vs batch size.
 
 Chapter 6, section 6.4.  The same MLP on MNIST digits (784 -> hidden ->
 ... -> 10, ReLU, the normalisation between each linear layer and its ReLU)
