@@ -105,3 +105,38 @@ def test_scratch_forward_matches_torch_in_float64(x):
         return TF.batch_norm(xf, None, None, training=True).double()
 
     _same_or_clear(ours, ref, loose=x.dtype == torch.float32)   # float32 is computed in float32
+
+
+def _scratch_vs_torch(x, ours_fn, ref_fn):
+    a = x.numpy()
+
+    def ours():
+        y = ours_fn(a)
+        assert y.dtype == (a.dtype if a.dtype.kind == "f" else np.float64)
+        return torch.from_numpy(np.asarray(y, dtype=np.float64))
+
+    def ref():
+        if not torch.isfinite(x).all():
+            raise ValueError("non-finite input")
+        xf = x if x.dtype.is_floating_point else x.double()
+        return ref_fn(xf).double()
+
+    _same_or_clear(ours, ref, loose=x.dtype == torch.float32)
+
+
+@SETTINGS
+@given(x=tensors())
+def test_scratch_layer_group_instance_rms_norms_match_torch(x):
+    if x.dim() != 4:
+        x = x.reshape(x.shape[0], -1)             # (N, D) for layer and RMS norm
+        D = x.shape[1]
+        _scratch_vs_torch(x, lambda a: bs.layernorm_forward(a, np.ones(D), np.zeros(D))[0],
+                          lambda t: TF.layer_norm(t, (D,)))
+        _scratch_vs_torch(x, lambda a: bs.rmsnorm_forward(a, np.ones(D))[0],
+                          lambda t: TF.rms_norm(t, (D,), eps=1e-5))
+        return
+    C = x.shape[1]
+    _scratch_vs_torch(x, lambda a: bs.groupnorm_forward(a, np.ones(C), np.zeros(C), 1)[0],
+                      lambda t: TF.group_norm(t, 1))
+    _scratch_vs_torch(x, lambda a: bs.instancenorm_forward(a, np.ones(C), np.zeros(C))[0],
+                      lambda t: TF.instance_norm(t))
