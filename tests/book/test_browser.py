@@ -164,7 +164,7 @@ def test_search_finds_the_chapters(server, browser, word):
 def test_a_hidden_solution_opens(server, browser):
     page = next(p for p in PAGES if "03_bn_derivation" in p)
     _open(browser, server + page)
-    details = browser.find_elements("css selector", "details.hide.above-input")
+    details = browser.find_elements("css selector", ".tag_solution details.hide.above-input")
     assert details, "no hidden solution cell on the chapter 3 page"
     first = details[0]
     browser.execute_script("arguments[0].scrollIntoView()", first)
