@@ -1,0 +1,145 @@
+"""The figures of chapter 2, initialisation (built on :mod:`bnlib.plots.style`)."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+
+from bnlib.plots.style import CYCLE
+
+
+def fan_in_histograms(z_by_init: Mapping[str, np.ndarray], *, theory: Mapping[str, float],
+                      labels: Mapping[str, str] | None = None, z_range: float | None = None,
+                      bins: int = 240, colors: Mapping[str, str] | None = None):
+    """Chapter 2: histograms of a neuron's pre-activation z (top) and of sigmoid(z) (bottom).
+
+    One column per initialisation; the top panels share the z axis (so a narrow
+    distribution looks narrow) and overlay the normal density N(0, theory^2).
+    Returns the figure.
+    """
+    labels, colors = dict(labels or {}), dict(colors or {})
+    names = list(z_by_init)
+    if z_range is None:
+        z_range = 3.0 * max(theory.values())
+    fig, axes = plt.subplots(2, len(names), figsize=(3.4 * len(names), 5.0), squeeze=False)
+    grid = np.linspace(-z_range, z_range, 800)
+    for j, name in enumerate(names):
+        z, s = np.asarray(z_by_init[name]), float(theory[name])
+        top, bottom = axes[0, j], axes[1, j]
+        color = colors.get(name, CYCLE[j])
+        top.hist(z, bins=bins, range=(-z_range, z_range), density=True, color=color,
+                 alpha=0.6, label=f"sampled, std {z.std():.3g}")
+        top.plot(grid, np.exp(-0.5 * (grid / s) ** 2) / (s * np.sqrt(2 * np.pi)), color="k",
+                 lw=1, label=f"N(0, {s:.3g}²)")
+        top.set(xlabel="z", title=labels.get(name, name))
+        top.set_yticks([])
+        top.legend(loc="upper left", fontsize=8)
+        bottom.hist(0.5 * (1.0 + np.tanh(0.5 * z)), bins=50, range=(0, 1), density=True,
+                    color=color, alpha=0.6)
+        bottom.set(xlabel=r"$\sigma(z)$")
+        bottom.set_yticks([])
+    axes[0, 0].set_ylabel("density of z")
+    axes[1, 0].set_ylabel(r"density of $\sigma(z)$")
+    fig.tight_layout()
+    return fig
+
+
+def init_comparison(per_epoch: Mapping[str, tuple], per_step: Mapping[str, tuple], *,
+                    colors: Mapping[str, str] | None = None, title: str = ""):
+    """Chapter 2: test accuracy per epoch (left) and every few SGD steps (right)."""
+    colors = dict(colors or {})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for label, (x, y) in per_epoch.items():
+        left.plot(x, y, "o-", ms=3, label=label, color=colors.get(label))
+    left.set(xlabel="epoch (0 = after the first pass)", ylabel="test accuracy")
+    for label, (x, y) in per_step.items():
+        x, y = np.asarray(x), np.asarray(y)
+        keep = x > 0                                # log axis: the point at step 0 is left out
+        right.plot(x[keep], y[keep], label=label, color=colors.get(label))
+    right.set(xlabel="SGD steps (log scale)", ylabel="test accuracy", xscale="log")
+    left.legend(loc="lower right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def layer_std_curves(stats: Mapping[str, Mapping[str, tuple]], *, title: str = ""):
+    """Chapter 2: std of activations and of back-propagated gradients per layer (log scale).
+
+    ``stats[activation][init] = (a_std, dz_std)``, arrays over the hidden layers.
+    One row per activation function, columns: activations, gradients.
+    """
+    rows = list(stats)
+    fig, axes = plt.subplots(len(rows), 2, figsize=(10, 3.1 * len(rows)), squeeze=False)
+    for i, act in enumerate(rows):
+        for label, (a_std, dz_std) in stats[act].items():
+            layers = np.arange(1, len(a_std) + 1)
+            axes[i, 0].plot(layers, a_std, "o-", ms=3, label=label)
+            axes[i, 1].plot(layers, dz_std, "o-", ms=3, label=label)
+        axes[i, 0].set(yscale="log", ylabel=f"{act}: std of activations")
+        axes[i, 1].set(yscale="log", ylabel=f"{act}: std of dC/dz")
+        axes[i, 0].legend(fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("hidden layer")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def layer_histograms(panels: Mapping[str, tuple[Sequence[np.ndarray], tuple[float, float]]], *,
+                     bins: int = 60, title: str = ""):
+    """Chapter 2: Glorot & Bengio style, one panel per setting, one line per layer.
+
+    ``panels[label] = (values_per_layer, (lo, hi))``.  Each layer's values are
+    drawn as a normalised histogram line, lighter for shallow layers and darker
+    for deep ones; values outside (lo, hi) are left out of the picture.
+    """
+    labels = list(panels)
+    fig, axes = plt.subplots(1, len(labels), figsize=(2.9 * len(labels), 2.9), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for ax, label in zip(axes[0], labels):
+        values, (lo, hi) = panels[label]
+        n = len(values)
+        for k, v in enumerate(values):
+            counts, edges = np.histogram(np.asarray(v), bins=bins, range=(lo, hi))
+            frac = counts / max(1, np.asarray(v).size)
+            centers = 0.5 * (edges[1:] + edges[:-1])
+            ax.plot(centers, frac, color=cmap(k / max(1, n - 1)), lw=1,
+                    label=f"layer {k + 1}" if k in (0, n - 1) else None)
+        ax.set(title=label, xlim=(lo, hi))
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4, symmetric=lo < 0))
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
+        ax.tick_params(labelsize=7)
+        ax.set_yticks([])
+    axes[0, 0].set_ylabel("fraction of values")
+    axes[0, -1].legend(fontsize=7, loc="upper right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def deep_relu_curves(train_loss: Mapping[str, tuple], test_acc: Mapping[str, tuple],
+                     a_std_init: Mapping[str, np.ndarray], *,
+                     colors: Mapping[str, str] | None = None, title: str = ""):
+    """Chapter 2: training loss, test accuracy and per-layer scale at initialisation."""
+    colors = dict(colors or {})
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for label, (x, y) in train_loss.items():
+        axes[0].plot(x, y, label=label, color=colors.get(label))
+    axes[0].set(xlabel="SGD steps", ylabel="training loss (cross-entropy)")
+    for label, (x, y) in test_acc.items():
+        axes[1].plot(x, y, "o-", ms=3, label=label, color=colors.get(label))
+    axes[1].set(xlabel="epoch", ylabel="test accuracy", ylim=(0, 1))
+    for label, s in a_std_init.items():
+        axes[2].plot(np.arange(1, len(s) + 1), s, label=label, color=colors.get(label))
+    axes[2].set(xlabel="hidden layer", ylabel="std of ReLU output at init", yscale="log")
+    axes[0].legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

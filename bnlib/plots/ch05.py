@@ -1,0 +1,139 @@
+"""The figures of chapter 5, evaluation mode (built on :mod:`bnlib.plots.style`)."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from bnlib.plots.style import COLORS, CYCLE
+
+
+def ema_forgetting(momenta: Sequence[float], steps: int, *, labels: Mapping[float, str] | None = None,
+                   fraction: float = 0.01):
+    """How fast a moving average forgets its initial value, and how many batches it is worth.
+
+    Left: the weight ``(1 - m) ** t`` the running estimate still gives its
+    initial value after ``t`` steps, one line per PyTorch momentum ``m`` (log
+    scale; the dotted line is ``fraction``).  Right: the effective number of
+    averaged batches after ``t`` steps (``bnlib.scratch.running.ema_effective_batches``),
+    next to ``t`` itself (what a plain average of all batches would give).
+    Returns the figure.
+    """
+    from bnlib.scratch.running import ema_effective_batches, initial_weight
+
+    t = np.unique(np.geomspace(1, steps, 200).astype(int))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for k, m in enumerate(momenta):
+        label = (labels or {}).get(m, f"momentum {m:g}")
+        c = CYCLE[k % len(CYCLE)]
+        axes[0].plot(t, initial_weight(m, t), color=c, label=label)
+        axes[1].plot(t, [ema_effective_batches(m, int(s)) for s in t], color=c, label=label)
+    axes[0].axhline(fraction, color="k", lw=0.8, ls=":")
+    axes[0].set(xscale="log", yscale="log", ylim=(1e-4, 1.5), xlabel="training steps t",
+                ylabel="weight of the initial value", title="(a) forgetting the initial value")
+    axes[1].plot(t, t, color="k", lw=0.8, ls="--", label="plain average of all t batches")
+    axes[1].set(xscale="log", yscale="log", xlabel="training steps t",
+                ylabel="effective number of batches", title="(b) batches the average is worth")
+    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def eval_shift_figure(histories: Mapping[str, Mapping], *, net: str, labels: Mapping[str, str],
+                      title: str = ""):
+    """Eval blow-up under distribution shift: one row per shift (``scale``, ``noise``).
+
+    Columns: test loss against the severity (log scale), test accuracy, and
+    the root mean square of every BN layer's output at the largest severity
+    (eval mode against training mode).  ``histories[net][kind]`` as recorded
+    by the ``eval-shift`` experiment.  Returns the figure.
+    """
+    kinds = [k for k in ("scale", "noise") if k in histories[net]]
+    styles = {"eval": ("#d62728", "o-"), "train_mode": ("#7f7f7f", "s--"),
+              "adabn": (COLORS["bn"], "^-")}
+    xlabels = {"scale": "pixels multiplied by s", "noise": "noise std s added to every pixel"}
+    fig, axes = plt.subplots(len(kinds), 3, figsize=(12, 3.3 * len(kinds)), squeeze=False)
+    for row, kind in zip(axes, kinds):
+        h = histories[net][kind]
+        s = np.asarray(h["severity"], dtype=float)
+        x = np.arange(len(s))
+        for method, (c, fmt) in styles.items():
+            row[0].plot(x, h[f"{method}_loss"], fmt, color=c, label=labels[method])
+            row[1].plot(x, h[f"{method}_acc"], fmt, color=c, label=labels[method])
+        for ax in row[:2]:
+            ax.set_xticks(x, [f"{v:g}" for v in s])
+            ax.set_xlabel(xlabels.get(kind, kind))
+        row[0].set(yscale="log", ylabel="test loss", title=f"{kind}: test loss")
+        row[1].set(ylim=(0, 1), ylabel="test accuracy", title=f"{kind}: test accuracy")
+        layers = np.arange(1, len(h["eval_rms"][-1]) + 1)
+        row[2].bar(layers - 0.2, h["eval_rms"][-1], width=0.4, color="#d62728", label="eval mode")
+        row[2].bar(layers + 0.2, h["train_mode_rms"][-1], width=0.4, color="#7f7f7f",
+                   label="training mode")
+        row[2].set(yscale="log", xticks=layers, xlabel="batch-norm layer",
+                   ylabel="RMS of the BN output", title=f"{kind}, s = {s[-1]:g}: BN outputs")
+        row[2].legend(fontsize=8)
+    axes[0, 0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def precise_bn_figure(steps: Sequence[int], precise_acc: Sequence[float], ema_acc: np.ndarray,
+                      ema_error: np.ndarray, momenta: Sequence[float], *, title: str = ""):
+    """Test accuracy with moving-average statistics (one line per momentum) and with precise ones.
+
+    Left: test accuracy against the training step (log scale), the precise
+    statistics as a thick black dashed line.  Right: mean relative error of
+    each moving-average variance against the precise variance.  Returns the figure.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for k, m in enumerate(momenta):
+        c = CYCLE[k % len(CYCLE)]
+        axes[0].plot(steps, ema_acc[k], "o-", color=c, ms=4, label=f"EMA, momentum {m:g}")
+        axes[1].plot(steps, ema_error[k], "o-", color=c, ms=4, label=f"momentum {m:g}")
+    axes[0].plot(steps, precise_acc, "k--", lw=2, label="precise statistics")
+    axes[0].set(xscale="log", xlabel="training step", ylabel="test accuracy (eval mode)",
+                title="(a) accuracy with each estimate")
+    axes[1].set(xscale="log", yscale="log", xlabel="training step",
+                ylabel="mean relative error",
+                title="(b) error of the moving-average variance")
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def precise_bn_gap_bands(steps: Sequence[int], gaps: Mapping[str, tuple], *, zoom: tuple = (-3.0, 6.0),
+                         zoom_from: int = 100, title: str = ""):
+    """Precise minus moving-average test accuracy over seeds, one band per momentum (chapter 5).
+
+    ``gaps`` maps a label to ``(mean, low, high)`` arrays over ``steps``: the
+    mean and 95% interval of the paired difference, in accuracy points.  Left:
+    every checkpoint; right: the same from step ``zoom_from`` on, with the
+    y-axis limited to ``zoom``.  A dotted line marks zero (no difference).
+    Returns the figure.
+    """
+    steps = np.asarray(steps)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    late = steps >= zoom_from
+    for k, (label, (mean, low, high)) in enumerate(gaps.items()):
+        c = CYCLE[k % len(CYCLE)]
+        mean, low, high = map(np.asarray, (mean, low, high))
+        for ax, sel in ((axes[0], slice(None)), (axes[1], late)):
+            ax.plot(steps[sel], mean[sel], "o-", color=c, ms=4, label=label)
+            ax.fill_between(steps[sel], low[sel], high[sel], color=c, alpha=0.15, lw=0)
+    for ax in axes:
+        ax.axhline(0.0, color="k", lw=0.8, ls=":")
+        ax.set(xscale="log", xlabel="training step")
+    axes[0].set(ylabel="precise minus EMA accuracy (points)",
+                title="(a) gain of precise statistics, 95% interval")
+    axes[1].set(ylim=zoom, title=f"(b) the same from step {zoom_from} on")
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
