@@ -55,17 +55,17 @@ RESULTS_DIR = Path(os.environ.get("BNLIB_RESULTS", Path(__file__).resolve().pare
 #: the command that regenerates a stored file, printed under every table built from one
 REPRODUCE = "python -m bnlib reproduce {name} --scale {scale} --seeds {n}"
 
-#: words in a summary key that mark a wall-clock quantity (kept out of ``summary``)
-_TIMING_WORDS = ("seconds", "steps_per_s", "per_s", "wall", "threads", "time_s", "_time",
-                 "timing", "elapsed")
+#: words in a part of a summary key that mark a wall-clock quantity (kept out of ``summary``)
+_TIMING_WORDS = ("seconds", "wall", "thread", "timing", "elapsed", "time", "ms_per")
 
 
 def is_timing_key(key: str) -> bool:
     """Whether the flattened summary key ``key`` names a machine-dependent timing.
 
-    A key is a timing when one of its ``/``-separated parts contains ``seconds``,
-    ``steps_per_s``, ``wall``, ``threads``, ``time_s``, ``timing`` or
-    ``elapsed``, or ends in ``_s`` (``train_s``).
+    A key is a timing when one of its ``/``-separated parts ends in ``_s``
+    (``train_s``, ``steps_per_s``) or contains ``seconds``, ``wall``,
+    ``thread``, ``timing``, ``elapsed``, ``time`` or ``ms_per``
+    (``ms_per_step``, ``bn_time_ratio``).  ``median_beta_per_step`` is not.
     """
     for part in key.split("/"):
         low = part.lower()

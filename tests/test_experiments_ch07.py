@@ -94,3 +94,19 @@ def test_bad_configs_raise():
         experiments.run("landscape", "smoke", step_sizes=(0.0, 0.1))
     with pytest.raises(ValueError):
         experiments.run("ics-gradient", "smoke", probe_every=0)
+
+
+def test_paired_differences_figure_marks_resolved_differences():
+    from bnlib import plots
+    from bnlib.results import Difference
+
+    resolved = Difference("bn", "plain", -0.5, 0.2, 5)
+    unresolved = Difference("bn", "plain", 0.1, 0.3, 5)
+    assert resolved.resolved and not unresolved.resolved
+    fig = plots.paired_differences_figure({"a": {"book": resolved, "paper": unresolved},
+                                           "b": {"book": unresolved}}, ncols=2, title="t")
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 2
+    markers = [line for line in axes[0].get_lines() if line.get_marker() == "o"]
+    assert [m.get_markerfacecolor() == "white" for m in markers] == [False, True]
+    plt.close(fig)

@@ -44,9 +44,11 @@ def test_paired_difference_resolves_only_when_the_interval_excludes_zero():
 
 
 def test_timing_keys_are_recognised():
-    for key in ("train_seconds/bn", "bn/steps_per_s", "threads", "run/bn_train_s", "wall_s"):
+    for key in ("train_seconds/bn", "bn/steps_per_s", "threads", "run/bn_train_s", "wall_s",
+                "relu/bn/ms_per_step/3", "relu/bn_time_ratio/0"):
         assert results.is_timing_key(key), key
-    for key in ("bn/final_test_acc", "steps_to_target", "first_step/0.9"):
+    for key in ("bn/final_test_acc", "steps_to_target", "first_step/0.9",
+                "plain/median_beta_per_step/4"):
         assert not results.is_timing_key(key), key
 
 
