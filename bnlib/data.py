@@ -5,7 +5,7 @@ mlxtend, scikit-learn and PyTorch are imported inside the functions that need th
 
 Which chapters use what
 -----------------------
-* :func:`regression_1d` -- seed 000's one-dimensional regression
+* :func:`regression_1d` -- the one-dimensional regression of the input-normalisation post
   :math:`y = x^2 - 5 + \\varepsilon`, :math:`\\varepsilon \\sim N(0, 8^2)`:
   the tanh/ReLU saturation histograms of chapters 1 and 4.
 * :func:`mnist` -- real MNIST digits (28 x 28): the 784-30-10 initialisation
@@ -547,7 +547,7 @@ def regression_1d(
     high: float = 10.0,
     shuffle: bool = True,
 ):
-    """Seed 000's toy regression: ``y = x**2 - 5 + noise``, noise ~ N(0, noise_std**2).
+    """The toy regression of the input-normalisation post (src2018normalization): ``y = x**2 - 5 + noise``, noise ~ N(0, noise_std**2).
 
     ``x`` takes ``n`` evenly spaced values from ``low`` to ``high`` (both
     included, ``np.linspace``) as in the source article, shuffled into a random

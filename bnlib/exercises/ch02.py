@@ -31,8 +31,8 @@ def check_z_std(z_std: Callable[[np.ndarray, float, float], float]) -> Feedback:
     def body() -> str:
         seed003 = np.r_[np.ones(500), np.zeros(500)]
         cases = [
-            ("seed 003, N(0,1) weights", seed003, 1.0, 1.0),
-            ("seed 003, N(0,1/n_in) weights", seed003, 1.0 / np.sqrt(1000), 1.0),
+            ("the initialisation article's neuron, N(0,1) weights", seed003, 1.0, 1.0),
+            ("the initialisation article's neuron, N(0,1/n_in) weights", seed003, 1.0 / np.sqrt(1000), 1.0),
             ("no bias", np.ones(10), 0.5, 0.0),
             ("inputs other than 0 and 1", np.array([2.0, -1.0, 0.5, 3.0]), 0.3, 0.2),
             ("random inputs", np.random.default_rng(2).normal(size=300), 0.1, 1.0),
@@ -49,7 +49,7 @@ def check_z_std(z_std: Callable[[np.ndarray, float, float], float]) -> Feedback:
                     got - np.sqrt(w_std ** 2 * np.sum(np.abs(x)) + b_std ** 2)) < 1e-9:
                 hint = " - Var(c w) = c^2 Var(w): each input enters squared"
             raise ExerciseError(f"case '{label}': got {got:.6g}, expected {expected:.6g}{hint}")
-        return ("std sqrt(501) = 22.4 and sqrt(3/2) = 1.22 for seed 003's neuron, "
+        return ("std sqrt(501) = 22.4 and sqrt(3/2) = 1.22 for the initialisation article's neuron, "
                 "and the general case, are right")
 
     return report(run_check("exercise 2.1 z_std", body))

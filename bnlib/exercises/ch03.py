@@ -181,7 +181,7 @@ def _backward_mistakes(dy, x_hat, gamma, inv_std) -> dict[str, np.ndarray]:
             k * (dy - mean_dy),
         "the path through the mean is missing (the term with sum(dy))":
             k * (dy - x_hat * mean_dy_xhat),
-        "the mean and variance terms are m times too small - this is seed 001's dZ, "
+        "the mean and variance terms are m times too small - this is the BN tutorial page's dZ, "
         "whose dmu and dvar carry an extra 1/m": k * (dy - (mean_dy + x_hat * mean_dy_xhat) / m),
         "gamma is missing: dL/dx_hat = gamma * dy": inv_std * (dy - mean_dy - x_hat * mean_dy_xhat),
         "the sums must run over the examples (axis 0), per feature":
@@ -196,7 +196,7 @@ def _param_grad_mistakes(name: str, other: np.ndarray, m: int, expected: np.ndar
     return {
         f"this is {partner}: did you swap dgamma and dbeta?": other,
         f"it is m times too small: {name} is a sum over the batch, not a mean "
-        "(seed 001's 1/m belongs to its mean-loss convention, see the text)": expected / m,
+        "(the tutorial page's 1/m belongs to its mean-loss convention, see the text)": expected / m,
     }
 
 

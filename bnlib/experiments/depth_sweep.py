@@ -1,4 +1,4 @@
-"""Seed 004: MNIST nets of growing depth (500-400-300-200-100-50-25), batch 500, Adam: steps and time to 90% test accuracy, BN vs plain.
+"""Rawles's depth sweep (rawles2018zh): MNIST nets of growing depth (500-400-300-200-100-50-25), batch 500, Adam: steps and time to 90% test accuracy, BN vs plain.
 
 Chapter 4, section "How many steps, and how much time".  For depth d = 1..7
 the network is 784 -> the first d widths of (500, 400, 300, 200, 100, 50, 25)

@@ -1,8 +1,8 @@
-"""Eval blow-up under distribution shift: running statistics meet inputs unlike the training data (seed 002 C.2.4).
+"""Eval blow-up under distribution shift: running statistics meet inputs unlike the training data (the three-levels article, C.2.4).
 
 Chapter 5, section 5.4.  Two batch-norm MLPs (784 -> hidden -> ... -> 10,
 ReLU, BN before every ReLU) are trained on clean MNIST digits; the second
-also batch-normalises its *input* pixels, as seed 000 does.  They are then
+also batch-normalises its *input* pixels, as the input-normalisation post does.  They are then
 evaluated on shifted test digits:
 
 * ``scale``: pixels multiplied by ``s`` (``s = 255``: the classic deployment bug

@@ -1,4 +1,4 @@
-"""Seed 003's 1,000-input neuron: z has std sqrt(501) under N(0,1) weights, sqrt(3/2) under N(0,1/n_in).
+"""The 1,000-input neuron of the initialisation article: z has std sqrt(501) under N(0,1) weights, sqrt(3/2) under N(0,1/n_in).
 
 Chapter 2, equations (ch2-var-sum) to (ch2-z-lecun).  One input vector x with
 ``n_in`` entries, the first ``n_active`` equal to 1 and the rest 0, feeds many

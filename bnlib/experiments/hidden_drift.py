@@ -1,4 +1,4 @@
-"""Hidden layers drift: a tanh MLP on seed 000's regression, inputs standardised, watched while it trains.
+"""Hidden layers drift: a tanh MLP on the input-normalisation post's regression, inputs standardised, watched while it trains.
 
 Chapter 1, section "Hidden layers have the same problem".  The data are seed
 000's 2,500 points y = x^2 - 5 + N(0, 8^2), x in [-7, 10]

@@ -1,4 +1,4 @@
-"""Seed 003 / Nielsen: MNIST 784-30-10 sigmoid net, quadratic cost, SGD lr 3.0: N(0,1) vs N(0,1/n_in) weights.
+"""The initialisation article (tf0to1ch15) / Nielsen: MNIST 784-30-10 sigmoid net, quadratic cost, SGD lr 3.0: N(0,1) vs N(0,1/n_in) weights.
 
 Chapter 2, section "Training with the two initialisations".  The network is
 784 -> 30 sigmoid -> 10 sigmoid, trained on the quadratic cost

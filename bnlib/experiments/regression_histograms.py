@@ -1,6 +1,6 @@
-"""Seed 000: 7 x 30 tanh/ReLU net on y = x^2 - 5 + noise; every layer's input histograms with and without BN.
+"""The input-normalisation post's net: 7 x 30 tanh/ReLU net on y = x^2 - 5 + noise; every layer's input histograms with and without BN.
 
-Chapter 4, section "Seed 000's histograms".  The problem is
+Chapter 4, the section on the post's histograms (src2018normalization).  The problem is
 :func:`bnlib.data.regression_1d`: 2,500 points x evenly spaced in [-7, 10],
 y = x^2 - 5 + N(0, 8^2).  The network has 7 hidden layers of 30 units and one
 linear output; every weight is drawn from N(0, 1) (``standard_normal``) and

@@ -1,6 +1,6 @@
 """Layer norm in a recurrent net (Ba et al. 2016): a tanh RNN reads MNIST digits row by row, with and without normalisation.
 
-Chapter 6, section 6.5 (seed 002, C.2.5).  Each digit is a sequence of
+Chapter 6, section 6.5 (the three-levels article, threelevels2020ru, C.2.5).  Each digit is a sequence of
 ``T = 28`` rows of 28 pixels.  A vanilla recurrent net with ``hidden`` tanh
 units reads one row per time step,
 

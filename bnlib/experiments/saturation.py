@@ -1,4 +1,4 @@
-"""Seed 000's saturation argument: fraction of tanh/sigmoid units with slope < 0.01 against the input scale.
+"""The saturation argument of the input-normalisation post: fraction of tanh/sigmoid units with slope < 0.01 against the input scale.
 
 Chapter 1, equations (ch1-tanh-slope) to (ch1-saturated-fraction).  A layer of
 ``n_units`` units with LeCun weights N(0, 1/n_in) receives inputs

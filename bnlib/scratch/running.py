@@ -13,7 +13,7 @@ those estimates:
 * :func:`convert_momentum`       between the conventions of PyTorch
   (``momentum`` weighs the new batch, default 0.1), Keras/TensorFlow
   (``momentum`` weighs the old value, default 0.99) and a "decay" as in
-  ``tf.train.ExponentialMovingAverage`` (seed 000 uses 0.5), eq. ``ch5-conv``;
+  ``tf.train.ExponentialMovingAverage`` (the input-normalisation post, src2018normalization, uses 0.5), eq. ``ch5-conv``;
 * :func:`initial_weight`, :func:`steps_to_forget`, :func:`ema_effective_batches`,
   :func:`ema_mean_age`  how long the average remembers its starting value and
   how many batches it effectively averages (eqs. ``ch5-forget``, ``ch5-window``);
@@ -92,7 +92,8 @@ def convert_momentum(value: float, source: str = "keras", target: str = "pytorch
     ``source`` and ``target`` are ``"pytorch"`` (the weight of the new batch:
     ``torch.nn.BatchNorm*d(momentum=0.1)``), ``"keras"`` (the weight of the old
     value: ``keras.layers.BatchNormalization(momentum=0.99)``) or ``"decay"``
-    (``tf.train.ExponentialMovingAverage(decay=0.5)`` of seed 000, the same
+    (``tf.train.ExponentialMovingAverage(decay=0.5)`` of the input-normalisation
+    post, the same
     convention as Keras).  The two families are ``1 - x`` of each other::
 
         convert_momentum(0.99, "keras", "pytorch")  # 0.01, not 0.99!
