@@ -359,7 +359,7 @@ def test_regression_1d_statistics():
     x, y = data.regression_1d()
     assert x.shape == (2500, 1) and y.shape == (2500, 1)
     assert x.dtype == np.float64 and y.dtype == np.float64
-    # x: the 2,500 evenly spaced points of [-7, 10] (seed 000 uses np.linspace), shuffled
+    # x: the 2,500 evenly spaced points of [-7, 10] (the input-normalisation post uses np.linspace), shuffled
     np.testing.assert_allclose(np.sort(x[:, 0]), np.linspace(-7, 10, 2500))
     assert not np.all(np.diff(x[:, 0]) > 0)
     noise = y - (x**2 - 5)

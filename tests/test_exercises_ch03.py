@@ -164,7 +164,7 @@ def _backward_with(dx_fn=None, dgamma_fn=None, dbeta_fn=None):
     (_backward_with(dx_fn=lambda dy, xh, s, g, m: s * (dy - dy.mean(0) - xh * (dy * xh).mean(0))),
      ["gamma is missing"]),
     (_backward_with(dx_fn=lambda dy, xh, s, g, m: g * s * (dy - (dy.mean(0) + xh * (dy * xh).mean(0)) / m)),
-     ["seed 001"]),
+     ["tutorial page's dZ"]),
     (_backward_with(dgamma_fn=lambda dy, xh, m: dy.sum(0), dbeta_fn=lambda dy, xh, m: (dy * xh).sum(0)),
      ["dbeta (batch of 12)", "dgamma (batch of 12)", "swap"]),
     (_backward_with(dgamma_fn=lambda dy, xh, m: (dy * xh).mean(0)), ["dgamma", "m times too small"]),

@@ -77,7 +77,7 @@ def test_to_torch_copies_and_trains_identically_in_float64():
     assert runs[0].loss[-1] < runs[0].loss[0] - 0.5
 
 
-# --- regression-histograms (seed 000) ---------------------------------------------------
+# --- regression-histograms (the input-normalisation post) --------------------------------
 
 def test_regression_histograms_saturation_and_dead_units():
     s = experiments.run("regression-histograms", "smoke").summary()
@@ -127,7 +127,7 @@ def test_ioffe_mnist_torch_backend_reproduces_the_numpy_run():
         experiments.run("ioffe-mnist", "smoke", backend="jax", **kw)
 
 
-# --- depth-sweep (seed 004) ----------------------------------------------------------------
+# --- depth-sweep (Rawles) ----------------------------------------------------------------
 
 def test_depth_sweep_bn_reaches_target_where_deep_sigmoid_does_not():
     s = experiments.run("depth-sweep", "smoke").summary()
