@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -17,28 +18,33 @@ def activation_slopes(z_sat: Mapping[str, float], *, slope: float = 0.01, z_max:
     activation's colour.  Returns the figure.
     """
     z = np.linspace(-z_max, z_max, 801)
+    hatches = ["//", "\\\\", "||"]
     funcs = {"tanh": (np.tanh(z), 1.0 - np.tanh(z) ** 2),
              "sigmoid": (0.5 * (1 + np.tanh(0.5 * z)),
                          0.25 * (1 - np.tanh(0.5 * z) ** 2))}
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.4),
+                                      gridspec_kw={"width_ratios": (1, 1.05)})
     for k, name in enumerate(z_sat):
         g, dg = funcs[name]
         c = CYCLE[3 + k]
         left.plot(z, g, color=c, label=name)
         right.plot(z, dg, color=c, label=f"{name}'")
         zs = float(z_sat[name])
-        for lo, hi in ((-z_max, -zs), (zs, z_max)):
-            right.axvspan(lo, hi, color=c, alpha=0.08 + 0.05 * k, lw=0)
-        right.axvline(zs, color=c, lw=0.8, ls=":")
-        right.annotate(f"|z| > {zs:.2f}", (zs, 0.62 - 0.12 * k), xytext=(4, 0),
-                       textcoords="offset points", color=c, fontsize=8)
-    right.axhline(slope, color="k", lw=0.6, ls="--")
-    right.annotate(f"slope {slope:g}", (-z_max, slope), xytext=(2, 3),
-                   textcoords="offset points", fontsize=8)
+        for side, (lo, hi) in enumerate(((-z_max, -zs), (zs, z_max))):
+            # a hatch in the line's own (saturated) colour with a solid edge: a pale
+            # fill alone (orange at low alpha) is unreadable on a white page
+            right.axvspan(lo, hi, facecolor=matplotlib.colors.to_rgba(c, 0.06),
+                          edgecolor=matplotlib.colors.to_rgba(c, 0.55),
+                          hatch=hatches[k % len(hatches)], lw=0,
+                          label=f"{name} saturated: |z| > {zs:.2f}" if side == 0 else None)
+            right.axvline(-zs if side == 0 else zs, color=c, lw=1.0, ls=":")
+    right.axhline(slope, color="k", lw=0.8, ls="--", label=f"slope {slope:g}")
     left.set(xlabel="z", ylabel="g(z)", title="activation")
     right.set(xlabel="z", ylabel="g'(z)", title="derivative (shaded: saturated)")
     left.legend(loc="upper left")
-    right.legend(loc="upper left")
+    right.set(xlim=(-z_max, z_max))
+    # outside the panel: inside, it would cover the peak of a derivative or the bands
+    right.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -81,8 +87,8 @@ def saturation_curves(scales: Sequence[float], frac: Mapping[str, Sequence[float
         left.plot(scales, frac[name], "o", color=c, ms=3, label=f"{name}: sampled")
         right.plot(scales, mean_slope[name], "o-", color=c, ms=3, label=name)
     for label, c in dict(markers or {}).items():
-        for ax in (left, right):
-            ax.axvline(c, color=color_for(label) or "k", lw=1.2, ls="--")
+        left.axvline(c, color=color_for(label) or "k", lw=1.2, ls="--")
+        right.axvline(c, color=color_for(label) or "k", lw=1.2, ls="--", label=f"wine, {label}")
         left.annotate(f"wine, {label}", (c, 0.5), xytext=(3, 0), textcoords="offset points",
                       rotation=90, va="center", fontsize=8, color=color_for(label) or "k")
     left.set(xscale="log", xlabel="input scale c = std of z",
@@ -137,10 +143,10 @@ def gd_contours(problems: Mapping[str, tuple], curves: Mapping[str, Sequence[flo
         ax.plot(k[1:], np.maximum(rel[1:], 1e-300), color=color_for(kind),
                 ls="--" if "wine" in label else "-", label=label)
     if tol is not None:
-        ax.axhline(tol, color="k", lw=0.6, ls=":")
+        ax.axhline(tol, color="k", lw=0.8, ls=":", label=f"tolerance {tol:g}")
     ax.set(xscale="log", yscale="log", xlabel="iteration",
            ylabel=r"$(L(w_k) - L^*) / (L(w_0) - L^*)$", ylim=(min(tol or 1e-8, 1e-8) / 10, 2))
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="center right")
     fig.tight_layout()
     return fig
 
@@ -158,10 +164,15 @@ def iterations_vs_scale(scales: Sequence[float], iterations: Mapping[str, Sequen
         ax.plot(scales, np.asarray(predicted, dtype=float), "k:", lw=1,
                 label="predicted from κ (raw)")
     if max_iter is not None:
-        ax.axhline(max_iter, color="k", lw=0.5, ls="--")
+        ax.axhline(max_iter, color="k", lw=0.8, ls="--")
+        ax.annotate(f"iteration cap (max_iter = {max_iter:,}): runs stop here", (0.02, max_iter),
+                    xycoords=("axes fraction", "data"), xytext=(0, 3), textcoords="offset points",
+                    va="bottom", fontsize=8)
     ax.set(xscale="log", yscale="log", xlabel="std of the raw second feature (first: 1)",
            ylabel="iterations to tolerance" + (f" {tol:g}" if tol else ""))
-    ax.legend()
+    if max_iter is not None:
+        ax.set_ylim(top=max_iter * 4)
+    ax.legend(loc="center left")
     return fig
 
 
@@ -180,7 +191,8 @@ def hidden_drift_figure(steps: Sequence[int], percentiles: np.ndarray, saturated
     percentiles, saturated = np.asarray(percentiles), np.asarray(saturated)
     n_layers = saturated.shape[1]
     cmap = plt.get_cmap("viridis")
-    shade = [cmap(k / max(1, n_layers - 1)) for k in range(n_layers)]
+    # viridis up to 0.75 only: its yellow end is unreadable on white
+    shade = [cmap(0.75 * k / max(1, n_layers - 1)) for k in range(n_layers)]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     ax = axes[0]
     lim = max(6.0, float(np.percentile(np.abs(np.concatenate([np.ravel(z_last[-1]),
@@ -198,18 +210,19 @@ def hidden_drift_figure(steps: Sequence[int], percentiles: np.ndarray, saturated
     ax = axes[1]
     for layer in range(n_layers):
         p = percentiles[:, layer, :]
-        ax.fill_between(steps, p[:, 0], p[:, -1], color=shade[layer], alpha=0.15, lw=0)
+        ax.fill_between(steps, p[:, 0], p[:, -1], color=shade[layer], alpha=0.12, lw=0)
         ax.plot(steps, p[:, 1], color=shade[layer], lw=1.5, label=f"layer {layer + 1}")
         ax.plot(steps, p[:, 0], color=shade[layer], lw=0.7, ls="--")
         ax.plot(steps, p[:, -1], color=shade[layer], lw=0.7, ls="--")
-    ax.set(xlabel="gradient-descent step", ylabel="z: 15th, 50th, 85th percentile")
-    ax.legend(fontsize=7)
+    ax.set(xlabel="gradient-descent step", ylabel="z: 15th, 50th, 85th percentile",
+           title="median (solid), 15th-85th (band)")
     ax = axes[2]
     for layer in range(n_layers):
         ax.plot(steps, saturated[:, layer], "o-", ms=2.5, color=shade[layer],
                 label=f"layer {layer + 1}")
-    ax.set(xlabel="gradient-descent step", ylabel="fraction with tanh'(z) < 0.01")
-    ax.legend(fontsize=7)
+    ax.set(xlabel="gradient-descent step", ylabel="fraction with tanh'(z) < 0.01",
+           title="saturated fraction")
+    ax.legend(fontsize=7, loc="upper left", title="colours, all panels", title_fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -34,12 +34,12 @@ def fan_in_histograms(z_by_init: Mapping[str, np.ndarray], *, theory: Mapping[st
         top.plot(grid, np.exp(-0.5 * (grid / s) ** 2) / (s * np.sqrt(2 * np.pi)), color="k",
                  lw=1, label=f"N(0, {s:.3g}²)")
         top.set(xlabel="z", title=labels.get(name, name))
-        top.set_yticks([])
+        top.tick_params(axis="y", labelsize=8)
         top.legend(loc="upper left", fontsize=8)
         bottom.hist(0.5 * (1.0 + np.tanh(0.5 * z)), bins=50, range=(0, 1), density=True,
                     color=color, alpha=0.6)
         bottom.set(xlabel=r"$\sigma(z)$")
-        bottom.set_yticks([])
+        bottom.tick_params(axis="y", labelsize=8)
     axes[0, 0].set_ylabel("density of z")
     axes[1, 0].set_ylabel(r"density of $\sigma(z)$")
     fig.tight_layout()
@@ -95,12 +95,13 @@ def layer_histograms(panels: Mapping[str, tuple[Sequence[np.ndarray], tuple[floa
     """Chapter 2: Glorot & Bengio style, one panel per setting, one line per layer.
 
     ``panels[label] = (values_per_layer, (lo, hi))``.  Each layer's values are
-    drawn as a normalised histogram line, lighter for shallow layers and darker
-    for deep ones; values outside (lo, hi) are left out of the picture.
+    drawn as a normalised histogram line, dark purple for shallow layers to green
+    for deep ones (viridis, without its yellow end); values outside (lo, hi) are
+    left out of the picture.
     """
     labels = list(panels)
     fig, axes = plt.subplots(1, len(labels), figsize=(2.9 * len(labels), 2.9), squeeze=False)
-    cmap = plt.get_cmap("viridis")
+    cmap = plt.get_cmap("viridis")      # used up to 0.8 only: its yellow end is unreadable on white
     for ax, label in zip(axes[0], labels):
         values, (lo, hi) = panels[label]
         n = len(values)
@@ -108,15 +109,17 @@ def layer_histograms(panels: Mapping[str, tuple[Sequence[np.ndarray], tuple[floa
             counts, edges = np.histogram(np.asarray(v), bins=bins, range=(lo, hi))
             frac = counts / max(1, np.asarray(v).size)
             centers = 0.5 * (edges[1:] + edges[:-1])
-            ax.plot(centers, frac, color=cmap(k / max(1, n - 1)), lw=1,
+            ax.plot(centers, frac, color=cmap(0.8 * k / max(1, n - 1)), lw=1,
                     label=f"layer {k + 1}" if k in (0, n - 1) else None)
         ax.set(title=label, xlim=(lo, hi))
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4, symmetric=lo < 0))
         ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
+        ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(3))
         ax.tick_params(labelsize=7)
-        ax.set_yticks([])
     axes[0, 0].set_ylabel("fraction of values")
-    axes[0, -1].legend(fontsize=7, loc="upper right")
+    # outside the last panel: inside, it covers the curves that pile up at the edges
+    axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+                       title="colour: depth", title_fontsize=7)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
