@@ -55,7 +55,7 @@ class LpNormResult(Result):
             {n: (h[n]["eval_step"], h[n]["test_acc"]) for n in NORMS},
             {n: h[n]["loss"] for n in NORMS},
             labels={"plain": "no normalisation", "bn": "BN", "l1": "L1 (mean |dev|)",
-                    "l2": "L2 (RMS)", "linf": "L-inf (max |dev|)"},
+                    "l2": "L2 (RMS), dashed: lies on BN", "linf": "L-inf (max |dev|)"},
             title=(f"784-{'-'.join(map(str, self.config.hidden))}-10 {self.config.activation}, "
                    f"SGD lr {self.config.lr:g}, batch {self.config.batch_size} ({self.headline['data']})"))
 

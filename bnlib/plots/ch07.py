@@ -5,13 +5,22 @@ from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
 from bnlib.plots.ch04 import percentile_bands
 from bnlib.plots.style import COLORS, CYCLE
 
 
+# the deep linear networks share the colour of their ReLU counterparts (no BN red, BN blue) and are drawn
+# dashed in their own panels; the pale shades they had before were hard to read on white
 _CH7_COLORS = {"noisy": CYCLE[3], "l1": CYCLE[2], "l2": CYCLE[4], "linf": CYCLE[5],
-               "linear_plain": "#ff9896", "linear_bn": "#aec7e8"}
+               "linear_plain": COLORS["plain"], "linear_bn": COLORS["bn"]}
+
+#: lines that are not one of the book's kinds (learning rates, say): no red or blue, which mean
+#: "no normalisation" and "batch norm" everywhere else in the book
+_OTHER = ["#9467bd", "#ff7f0e", "#2ca02c", "#8c564b", "#17becf", "#e377c2"]
 
 
 def _ch7_color(key: str) -> str | None:
@@ -24,18 +33,46 @@ def _window_mean(values: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(values, np.ones(window) / window, mode="valid")
 
 
+def _plain_log_ticks(ax, axis: str = "y") -> None:
+    """Label a log axis that spans less than a decade or two with plain numbers (0.3, 2, ...)
+    instead of Matplotlib's ``3 x 10^-1`` minor labels, so that the scale can be read."""
+    lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    lo, hi = min(lo, hi), max(lo, hi)
+    if not (lo > 0 and np.isfinite(hi)) or hi / lo > 100:
+        return                                            # decades are labelled already
+    ticks = []
+    for mantissas in ((1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8)):
+        ticks = [m * 10.0 ** e for e in range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+                 for m in mantissas if lo <= m * 10.0 ** e <= hi]
+        if len(ticks) >= 4:
+            break
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_locator(FixedLocator(ticks))
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_minor_formatter(NullFormatter())
+    (ax.set_ylim if axis == "y" else ax.set_xlim)(lo, hi)
+
+
 def noisy_bn_figure(acc: Mapping[str, tuple], pct: Mapping[str, tuple], *,
                     labels: Mapping[str, str], percentiles: Sequence = (15, 50, 85), title: str = ""):
     """Chapter 7, Santurkar et al.'s Figure 2: accuracy and one unit's input distribution.
 
     ``acc[key] = (steps, test_acc)``; ``pct[key] = (steps, percentiles)`` with
-    one row per probe.  Left: test accuracy of every network; then one panel
-    per network (same y axis) with the percentile bands of the unit's input.
+    one row per probe.  Left: test accuracy of every network (BN as a wide
+    pale line, noisy BN dashed with markers on top of it, so that both show
+    where they coincide); then one panel per network (same y axis) with the
+    percentile bands of the unit's input.
     """
     keys = list(acc)
     fig, axes = plt.subplots(1, 1 + len(keys), figsize=(3.3 * (1 + len(keys)), 3.4))
     for key in keys:
-        axes[0].plot(*acc[key], color=_ch7_color(key), label=labels.get(key, key))
+        c, lab = _ch7_color(key), labels.get(key, key)
+        if key == "bn":
+            axes[0].plot(*acc[key], color=c, lw=4, alpha=0.45, label=lab, zorder=2)
+        elif key == "noisy":
+            axes[0].plot(*acc[key], "--", color=c, lw=1.4, marker="x", ms=4, label=lab, zorder=3)
+        else:
+            axes[0].plot(*acc[key], color=c, label=lab, zorder=2)
     axes[0].set(xlabel="training step", ylabel="test accuracy", title="(a) test accuracy")
     lo, hi = min(np.nanmin(p[1]) for p in pct.values()), max(np.nanmax(p[1]) for p in pct.values())
     pad = 0.05 * (hi - lo)
@@ -45,7 +82,7 @@ def noisy_bn_figure(acc: Mapping[str, tuple], pct: Mapping[str, tuple], *,
                          title=f"({chr(ord('b') + k)}) {labels.get(key, key)}",
                          ylabel="input of the activation" if k == 0 else "", legend=k == 0)
         ax.set_ylim(lo - pad, hi + pad)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=8, loc="lower right")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -58,19 +95,28 @@ def ics_gradient_figure(histories: Mapping[str, Mapping[str, np.ndarray]], *,
 
     ``histories[key]`` has ``probe_step`` and ``l2``/``cos`` arrays of shape
     (probes, layers); the median over layers 2..L is drawn (layer 1 has no
-    earlier layer).  Deep linear networks (keys starting ``linear``) dashed.
+    earlier layer).  The ReLU networks are the top row, (a) and (b); the deep
+    linear networks (keys starting ``linear``, dashed) the bottom row, (c) and
+    (d), each with its own y scale, so that no curve hides another.
     """
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for key, h in histories.items():
-        style = "--" if key.startswith("linear") else "-"
-        for ax, what in ((axes[0], "l2"), (axes[1], "cos")):
-            ax.plot(h["probe_step"], np.median(h[what][:, 1:], axis=1), style,
-                    color=_ch7_color(key), label=labels.get(key, key))
-    axes[0].set(xlabel="training step", ylabel=r"$\|G - G'\|_2$ (median over layers)", yscale="log",
-                title="(a) L2 change of the gradient")
-    axes[1].set(xlabel="training step", ylabel=r"$\cos(G, G')$ (median over layers)",
-                title="(b) cosine of the angle (1 = same direction)")
-    axes[1].legend(fontsize=8)
+    groups = [(name, [k for k in histories if k.startswith("linear") == linear])
+              for name, linear in (("ReLU", False), ("deep linear", True))]
+    groups = [(name, keys) for name, keys in groups if keys]
+    fig, axes = plt.subplots(len(groups), 2, figsize=(10.5, 3.3 * len(groups)), squeeze=False)
+    letters = iter("abcdefgh")
+    for row, (name, keys) in zip(axes, groups):
+        for key in keys:
+            h = histories[key]
+            style = "--" if key.startswith("linear") else "-"
+            for ax, what in ((row[0], "l2"), (row[1], "cos")):
+                ax.plot(h["probe_step"], np.median(h[what][:, 1:], axis=1), style, marker=".", ms=4,
+                        color=_ch7_color(key), label=labels.get(key, key))
+        row[0].set(xlabel="training step", ylabel=r"$\|G - G'\|_2$ (median over layers)", yscale="log",
+                   title=f"({next(letters)}) {name}: L2 change of the gradient")
+        row[1].set(xlabel="training step", ylabel=r"$\cos(G, G')$ (median over layers)",
+                   title=f"({next(letters)}) {name}: cosine (1 = same direction)")
+        _plain_log_ticks(row[0])
+        row[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -85,26 +131,33 @@ def landscape_figure(histories: Mapping[str, Mapping[str, np.ndarray]], *,
     ``grad_change`` and ``beta`` (probes x step sizes).  (a) the band between
     the smallest and largest loss seen along the gradient; (b) the band of the
     gradient change over the step sizes; (c) the largest ratio ``beta``.
+    The bands are outlined in their colour, so that both show where they
+    overlap; one legend below the panels covers no data.
     """
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.9))
+    handles = []
     for key, h in histories.items():
         c, lab = _ch7_color(key), labels.get(key, key)
         s = h["probe_step"]
         loss = np.concatenate([h["loss0"][:, None], h["loss"]], axis=1)
-        axes[0].fill_between(s, loss.min(axis=1), loss.max(axis=1), color=c, alpha=0.35, lw=0, label=lab)
-        axes[1].fill_between(s, h["grad_change"].min(axis=1), h["grad_change"].max(axis=1),
-                             color=c, alpha=0.35, lw=0, label=lab)
-        axes[2].plot(s, h["beta"].max(axis=1), color=c, label=lab)
+        for ax, lo, hi in ((axes[0], loss.min(axis=1), loss.max(axis=1)),
+                           (axes[1], h["grad_change"].min(axis=1), h["grad_change"].max(axis=1))):
+            ax.fill_between(s, lo, hi, color=c, alpha=0.3, lw=0)
+            ax.plot(s, lo, color=c, lw=0.8)
+            ax.plot(s, hi, color=c, lw=0.8)
+        axes[2].plot(s, h["beta"].max(axis=1), color=c, marker=".", ms=4)
+        handles.append(Patch(facecolor=c, edgecolor=c, alpha=0.5,
+                             label=f"{lab} (band: smallest to largest over the step sizes; line in (c))"))
     axes[0].set(xlabel="training step", ylabel="loss along the gradient", yscale="log",
                 title="(a) loss landscape")
     axes[1].set(xlabel="training step", ylabel=r"$\|\nabla L(\theta - \eta g) - g\|$", yscale="log",
                 title="(b) gradient predictiveness")
     axes[2].set(xlabel="training step", ylabel=r"max over $\eta$ of change / $\|\eta g\|$",
                 title=r"(c) effective $\beta$-smoothness")
-    axes[0].legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8)
     return fig
 
 
@@ -119,12 +172,13 @@ def paired_differences_figure(panels: Mapping[str, Mapping[str, object]], *, nco
     object with ``mean``, ``low``, ``high``, ``n`` and ``resolved``); each panel
     draws one point with its interval per scale ("book", "paper") and a line at
     zero, so a difference whose interval crosses the line is not resolved.
-    Resolved differences are filled markers, unresolved ones open.
+    Resolved differences are filled markers, unresolved ones open; a legend
+    below the panels explains the markers and the line at zero.
     """
     n = len(panels)
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.6 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.8 * nrows + 0.5), squeeze=False)
     for ax, (quantity, by_scale) in zip(axes.flat, panels.items()):
         labels = list(by_scale)
         for i, lab in enumerate(labels):
@@ -139,32 +193,60 @@ def paired_differences_figure(panels: Mapping[str, Mapping[str, object]], *, nco
         ax.set_yticklabels([f"{lab} (n={by_scale[lab].n})" for lab in labels])
         ax.set_ylim(-0.7, len(labels) - 0.3)
         ax.set_title(quantity, fontsize=9)
+        ax.set_xlabel("relative difference" if "relative" in quantity else "difference", fontsize=8)
         ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.5 / (2.8 * nrows + 0.5), 1, 1))
+    fig.legend(handles=[
+        Line2D([], [], color="0.3", marker="o", ls="none", label="interval excludes 0 (resolved)"),
+        Line2D([], [], color="0.3", marker="o", mfc="white", ls="none",
+               label="interval contains 0 (not resolved)"),
+        Line2D([], [], color="0.4", lw=0.8, ls="--", label="0: no difference"),
+        Line2D([], [], color="0.3", marker="|", ms=10, ls="-", label="95% interval over seeds")],
+        loc="lower center", ncol=4, fontsize=8)
     return fig
 
 
 def lp_norm_figure(acc: Mapping[str, tuple], loss: Mapping[str, np.ndarray], *,
                    labels: Mapping[str, str], window: int = 50, title: str = ""):
-    """Chapter 7: training loss (window mean, log scale) and test accuracy per normalisation."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    """Chapter 7: training loss (window mean, log scale) and test accuracy per normalisation.
+
+    L2 normalisation is batch norm up to where eps enters, so their curves coincide: BN is drawn
+    as a wide pale line and L2 dashed with crosses on top of it, and (c) shows every training loss
+    divided by BN's, where L2 is the dashed line on BN's line at 1.
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.9))
+
+    def style(key):
+        if key == "bn":
+            return dict(ls="-", lw=4.5, alpha=0.45, zorder=2, marker="o", ms=7)
+        if key == "l2":
+            return dict(ls="--", lw=1.4, zorder=4, marker="x", ms=5)
+        return dict(ls="-", lw=1.5, zorder=3, marker="o", ms=3)
+
+    smooth = {key: _window_mean(loss[key], window) for key in acc}
     for key in acc:
         c, lab = _ch7_color(key), labels.get(key, key)
-        smooth = _window_mean(loss[key], window)
-        ls = "--" if key == "l2" else "-"   # L2 lies on top of BN: dashed to show both
-        axes[0].plot(np.arange(len(smooth)) + window, smooth, ls, color=c, label=lab)
-        axes[1].plot(*acc[key], ls, color=c, label=lab, marker="o", ms=3)
+        st = style(key)
+        steps = np.arange(len(smooth[key])) + window
+        line_st = {k: v for k, v in st.items() if k not in ("marker", "ms")}
+        axes[0].plot(steps, smooth[key], color=c, label=lab, **line_st)
+        axes[1].plot(*acc[key], color=c, label=lab, **st)
+        if "bn" in smooth:
+            axes[2].plot(steps, smooth[key] / smooth["bn"], color=c, label=lab, **line_st)
     axes[0].set(xlabel="training step", ylabel=f"training loss ({window}-step mean)", yscale="log",
                 title="(a) training loss")
     axes[1].set(xlabel="training step", ylabel="test accuracy (eval mode)", title="(b) test accuracy")
-    axes[1].legend(fontsize=8)
+    axes[2].set(xlabel="training step", ylabel="training loss / BN's training loss", yscale="log",
+                title="(c) training loss relative to BN")
+    _plain_log_ticks(axes[2])
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.legend(*axes[1].get_legend_handles_labels(), loc="lower center", ncol=len(acc), fontsize=8)
     return fig
 
 
@@ -173,12 +255,13 @@ def weight_norm_growth(steps: Sequence[int], norms: Mapping[str, np.ndarray], *,
     """Chapter 7: norm of a BN layer's weight vectors over training and the effective learning rate.
 
     ``norms[key]`` has one row per step and one column per unit; left the mean
-    norm, right ``lr / ||w||^2`` relative to its initial value (both log scale).
+    norm, right ``lr / ||w||^2`` relative to its initial value (both log scale,
+    labelled with plain numbers).
     """
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for k, (key, n) in enumerate(norms.items()):
         n = np.asarray(n, dtype=float)
-        c = _ch7_color(key) or CYCLE[k % len(CYCLE)]
+        c = _ch7_color(key) or _OTHER[k % len(_OTHER)]
         lab = (labels or {}).get(key, key)
         axes[0].plot(steps, n.mean(axis=1), color=c, label=lab)
         eff = (1.0 / n ** 2).mean(axis=1)
@@ -187,7 +270,9 @@ def weight_norm_growth(steps: Sequence[int], norms: Mapping[str, np.ndarray], *,
                 title="(a) weight norm of the units before BN")
     axes[1].set(xlabel="training step", ylabel=r"$\eta / \|w_k\|^2$, relative to step 0", yscale="log",
                 title="(b) effective learning rate")
-    axes[0].legend(fontsize=8)
+    for ax in axes:
+        _plain_log_ticks(ax)
+    axes[0].legend(fontsize=8, loc="center right")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
