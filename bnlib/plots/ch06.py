@@ -5,6 +5,8 @@ from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from bnlib.plots.style import COLORS
 
@@ -24,7 +26,7 @@ def norm_axes_cubes(n: int = 6, c: int = 6, hw: int = 4, groups: int = 2):
               ("in", "Instance norm", lambda i, j: i == 0 and j == 0),
               ("gn", f"Group norm ({groups} groups)", lambda i, j: i == 0 and j < c // groups),
               ("rms", "RMS norm (no mean)", lambda i, j: i == 0)]
-    fig = plt.figure(figsize=(12.5, 3.2))
+    fig = plt.figure(figsize=(12.5, 2.7))
     for k, (key, title, chosen) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), k + 1, projection="3d")
         filled = np.ones((n, c, hw), dtype=bool)
@@ -33,17 +35,21 @@ def norm_axes_cubes(n: int = 6, c: int = 6, hw: int = 4, groups: int = 2):
             for j in range(c):
                 colors[i, j, :] = COLORS[key] if chosen(i, j) else "#f2f2f2"
         ax.voxels(filled, facecolors=colors, edgecolors="#555555", linewidth=0.3)
-        ax.set_xlabel("N", labelpad=-12)
-        ax.set_ylabel("C", labelpad=-12)
-        ax.set_zlabel("H, W", labelpad=-12)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_zticks([])
-        ax.set_box_aspect((n, c, hw))
+        # the edge names are written next to the cube's own edges (not as axis labels at the
+        # edges of the panel, where they ran into the neighbouring cube)
+        ax.set_axis_off()
+        ax.set_box_aspect((n, c, hw), zoom=0.9)
         ax.view_init(elev=20, azim=-135)
+        kw = dict(fontsize=10, ha="center", va="center")
+        ax.text(n / 2, -1.3, -0.6, "N", **kw)
+        ax.text(-1.3, c / 2, -0.6, "C", **kw)
+        ax.text(-0.4, c + 0.4, hw / 2, "H, W ", **dict(kw, ha="right"))
         ax.set_title(title, fontsize=10)
-        ax.grid(False)
-    fig.subplots_adjust(left=0.0, right=1.0, wspace=0.0)
+    fig.subplots_adjust(left=0.03, right=0.99, bottom=-0.12, top=1.0, wspace=0.12)
+    # ``bbox_inches="tight"`` (used by Jupyter's inline figures) does not count the extent of
+    # 3D text, and would crop the first "H, W": an invisible frame keeps the whole canvas
+    fig.patches.append(Rectangle((0, 0), 1, 1, transform=fig.transFigure, fill=False,
+                                 edgecolor="none", linewidth=0))
     return fig
 
 
@@ -57,7 +63,7 @@ def batch_size_errors(batch_sizes: Sequence[int], errors: Mapping[str, Sequence[
     point gets an error bar, and the lines are nudged sideways so that the
     bars do not hide one another.
     """
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    fig, ax = plt.subplots(figsize=(7.8, 3.8))
     markers = {"none": "x", "bn": "o", "ln": "s", "gn": "^", "rms": "D", "in": "v"}
     x = np.asarray(batch_sizes, dtype=float)
     for i, (key, err) in enumerate(errors.items()):
@@ -74,7 +80,7 @@ def batch_size_errors(batch_sizes: Sequence[int], errors: Mapping[str, Sequence[
     ax.set_xticks(list(batch_sizes))
     ax.set_xticklabels([str(b) for b in batch_sizes])
     ax.set(xlabel="batch size (examples per step)", ylabel="test error (%)", title=title)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))   # beside the axes: covers no point
     fig.tight_layout()
     return fig
 
@@ -85,9 +91,10 @@ def rnn_training_curves(loss: Mapping[str, tuple], acc: Mapping[str, tuple], *,
 
     ``loss[key]`` and ``acc[key]`` are pairs ``(steps, values)`` with ``values``
     of shape ``(seeds, len(steps))``; the mean over seeds is drawn as a line
-    and, with several seeds, their range as a band.
+    and, with several seeds, their range as a band.  Dotted lines mark chance
+    (loss ln 10, accuracy 0.1); one legend below both panels.
     """
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.0))
     for key in loss:
         color = COLORS.get("plain" if key == "none" else key)
         for ax, (x, values) in ((axes[0], loss[key]), (axes[1], acc[key])):
@@ -96,12 +103,22 @@ def rnn_training_curves(loss: Mapping[str, tuple], acc: Mapping[str, tuple], *,
             if values.shape[0] > 1:
                 ax.fill_between(x, np.nanmin(values, axis=0), np.nanmax(values, axis=0),
                                 color=color, alpha=0.2)
+    axes[0].axhline(np.log(10), color="k", lw=0.8, ls=":", label="chance: loss ln 10, accuracy 0.1")
+    axes[1].axhline(0.1, color="k", lw=0.8, ls=":", label="chance: loss ln 10, accuracy 0.1")
     axes[0].set(xlabel="training step", ylabel="training loss (window mean)", yscale="log",
                 title="(a) training loss")
+    # readable numbers on the log axis (1, 2, 5 or, over a short range, 1, 1.5, 2, 3, 5, 7)
+    lo, hi = axes[0].get_ylim()
+    subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if hi / lo < 30 else (1.0, 2.0, 5.0)
+    axes[0].yaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    axes[0].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axes[0].yaxis.set_minor_formatter(NullFormatter())
     axes[1].set(xlabel="training step", ylabel="test accuracy (eval mode)", ylim=(0, 1),
                 title="(b) test accuracy")
-    axes[1].legend()
+    # one legend for both panels, below them, so that it covers no curve
+    handles, names = axes[1].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(handles), fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
