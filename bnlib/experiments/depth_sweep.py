@@ -144,8 +144,11 @@ class DepthSweepResult(Result):
                     ax.plot(list(c.depths), values, marker, label=label,
                             color=plots.COLORS[k])
             ax.set(xlabel="hidden layers", ylabel=ylabel, title=title, xticks=list(c.depths))
-            ax.legend(fontsize=7)
-        fig.tight_layout()
+        # one key for both panels, under them, so that it covers no curve
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8,
+                   frameon=False, bbox_to_anchor=(0.5, 0.0))
+        fig.tight_layout(rect=(0, 0.08, 1, 1))
         return fig
 
 

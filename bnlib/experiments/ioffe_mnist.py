@@ -163,12 +163,22 @@ class IoffeMnistResult(Result):
                                    color=plots.COLORS[kind], ax=ax,
                                    title=f"{title}: sigmoid input, unit {self.config.unit}",
                                    xlabel="training step", ylabel="input of the sigmoid",
-                                   legend=kind == "plain")
+                                   legend=False)
+        # (a): the legend sits under the top edge, between the two curves, clear of both
+        axes[0].legend(loc="upper left", bbox_to_anchor=(0.12, 0.86), fontsize=8)
+        # (b), (c): one key for both panels, under them, so it covers no curve
+        from matplotlib.lines import Line2D
+        key = [Line2D([], [], color="0.3", lw=2.0, label=f"median ({PERCENTILES[1]}th percentile)"),
+               Line2D([], [], color="0.3", lw=1.0, ls="--",
+                      label=f"{PERCENTILES[0]}th and {PERCENTILES[-1]}th percentiles "
+                            "(shaded between)")]
+        fig.legend(handles=key, loc="lower center", bbox_to_anchor=(0.67, 0.0), ncol=2,
+                   fontsize=8, frameon=False)
         fig.suptitle(f"784-{'-'.join(map(str, self.config.hidden))}-10 {self.config.activation}, "
                      f"SGD lr {self.config.lr:g}, batch {self.config.batch_size} "
                      f"({self.headline['data']}, {self.headline['n_train']} training digits)",
                      fontsize=10)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0.07, 1, 1))
         return fig
 
 

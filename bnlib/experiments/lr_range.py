@@ -69,9 +69,10 @@ class LrRangeResult(Result):
                          title=f"{act}, {self.config.steps} steps", logx=True, ax=ax)
             for line in ax.lines:
                 line.set_marker("o")
-            ax.legend()
-            ax.axhline(self.config.usable_acc, color="k", lw=0.6, ls=":")
+            ax.axhline(self.config.usable_acc, color="k", lw=0.6, ls=":",
+                       label=f"usable: test accuracy ≥ {self.config.usable_acc:.0%}")
             ax.set_ylim(0, 1)
+            ax.legend(loc="lower left", fontsize=8)
         fig.suptitle(f"784-{'-'.join(map(str, self.config.hidden))}-10, batch "
                      f"{self.config.batch_size} ({self.headline['data']})", fontsize=10)
         fig.tight_layout()

@@ -148,12 +148,28 @@ class RegressionHistogramsResult(Result):
             col_labels=[f"layer {j + 1}" for j in range(self.config.layers)], bins=25,
             range_=range_,
             title=f"{activation}: every hidden layer's {what_text}, without and with BN")
+        from matplotlib.ticker import MaxNLocator, PercentFormatter
+
         n_cols = self.config.layers
         for r, label in enumerate(labels):
             color = plots.COLORS["bn"] if label.startswith("BN") else plots.COLORS["plain"]
-            for ax in fig.axes[r * n_cols:(r + 1) * n_cols]:
-                for patch in ax.patches:
+            row_axes = fig.axes[r * n_cols:(r + 1) * n_cols]
+            top = 0.0
+            for ax, values in zip(row_axes, rows[r]):
+                n = max(1, np.size(values))
+                for patch in ax.patches:      # counts -> share of the layer's values, in %
                     patch.set_facecolor(color)
+                    patch.set_height(100.0 * patch.get_height() / n)
+                top = max([top] + [patch.get_height() for patch in ax.patches])
+            for j, ax in enumerate(row_axes):  # one y scale per row, so layers compare
+                ax.set_ylim(0, 1.05 * top if top > 0 else 1)
+                ax.yaxis.set_major_locator(MaxNLocator(nbins=3, integer=False))
+                ax.yaxis.set_major_formatter(PercentFormatter(decimals=0))
+                ax.tick_params(axis="y", labelsize=7, labelleft=j == 0)
+            row_axes[0].set_ylabel(f"{label}\n% of values", fontsize=9)
+        fig.suptitle(f"{activation}: every hidden layer's {what_text}, without and with BN "
+                     f"(y: share of the {np.size(rows[0][0]):,} values in each bin)")
+        fig.tight_layout()
         return fig
 
     def plot_loss(self):

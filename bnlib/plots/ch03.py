@@ -46,6 +46,7 @@ def computational_graph_bn(show_derivatives: bool = True):
         ("beta", "y", r"$1$", "right"),
     ]
     fan_out = {"x", "xc"}
+    fan_color = "#c55a11"   # a dark orange: readable on white, unlike matplotlib's light one
     fig, ax = plt.subplots(figsize=(10.0, 3.4))
     ax.set_xlim(-0.7, 11.6)
     ax.set_ylim(-1.5, 1.75)
@@ -54,12 +55,12 @@ def computational_graph_bn(show_derivatives: bool = True):
     for name, (x, y, label) in nodes.items():
         param = name in ("gamma", "beta")
         face = "#fde0c5" if name in fan_out else "#e8f0fa" if not param else "#eeeeee"
-        edge = "#ff7f0e" if name in fan_out else COLORS["bn"] if not param else "#7f7f7f"
+        edge = fan_color if name in fan_out else COLORS["bn"] if not param else "#7f7f7f"
         boxes[name] = ax.text(x, y, label, ha="center", va="center", fontsize=10, zorder=3,
                               bbox=dict(boxstyle="round,pad=0.35", fc=face, ec=edge, lw=1.2))
     for src, dst, deriv, where in edges:
         (x0, y0, _), (x1, y1, _) = nodes[src], nodes[dst]
-        color = "#ff7f0e" if src in fan_out else "#444444"
+        color = fan_color if src in fan_out else "#444444"
         arrow = FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=12,
                                 color=color, lw=1.2, zorder=2, shrinkA=3, shrinkB=3,
                                 patchA=boxes[src].get_bbox_patch(),

@@ -84,11 +84,17 @@ def depth_sweep_figure(depths: Sequence[int], steps: Mapping[str, Mapping[str, S
                 ax.plot(np.asarray(depths)[miss], np.full(miss.sum(), max_steps), "^",
                         mfc="none", color=c, ms=8,
                         label=f"{label}: not reached in {max_steps}")
-        ax.axhline(max_steps, color="k", lw=0.5, ls=":")
+        ax.axhline(max_steps, color="k", lw=0.6, ls=":", label=f"step budget ({max_steps})")
         ax.set(xlabel="hidden layers", title=f"{act}", xticks=list(depths))
-        ax.legend(fontsize=7)
     axes[0, 0].set_ylabel(f"steps to {target:.0%} test accuracy")
+    # one key for all panels, under them, so that it covers no point
+    handles = {}
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles),
+               fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.0))
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
