@@ -107,7 +107,7 @@ test-pdf: pdf
 	$(PY) -m pytest -q -p no:cacheprovider tests/book/test_pdf.py
 
 student: $(STAMP)
-	$(PY) -m bnlib student chapters student
+	$(PY) -m bnlib student --force chapters student
 
 clean:
 	rm -rf _build student

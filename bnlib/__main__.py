@@ -188,6 +188,8 @@ def _cmd_student(args) -> int:
         raise CLIError(f"DST {dst} is a file, not a folder")
     if dst.resolve() == src.resolve():
         raise CLIError(f"DST {dst} is SRC: the student version would overwrite the solutions")
+    if dst.is_dir() and any(dst.iterdir()) and not args.force:
+        raise CLIError(f"DST {dst} exists and is not empty: pass --force to overwrite its notebooks")
     _check_writable_dir(dst, "DST")
     try:
         written = make_student_notebooks(src, dst)
@@ -215,7 +217,7 @@ def _cmd_grade(args) -> int:
     total_passed = total = 0
     for path in args.notebooks:
         try:
-            passed, count, lines = grade(path)
+            passed, count, lines = grade(path, timeout=args.timeout)
         except NoSuchKernel as err:
             raise CLIError(f"{path}: no Jupyter kernel named {err.args[0]!r} "
                            "(the notebook's metadata.kernelspec.name)") from None
@@ -274,10 +276,14 @@ def main(argv: list[str] | None = None) -> int:
     student = sub.add_parser("student", help="write notebooks without solutions")
     student.add_argument("src", nargs="?", default="chapters")
     student.add_argument("dst", nargs="?", default="student")
+    student.add_argument("--force", action="store_true",
+                         help="overwrite the notebooks of a DST that is not empty")
     student.set_defaults(func=_cmd_student)
 
     grade = sub.add_parser("grade", help="run notebooks and count the checks that pass")
     grade.add_argument("notebooks", nargs="+")
+    grade.add_argument("--timeout", type=_positive, default=600,
+                       help="seconds a cell may run before it is stopped (default 600)")
     grade.set_defaults(func=_cmd_grade)
 
     args = parser.parse_args(argv)

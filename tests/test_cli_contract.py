@@ -20,6 +20,9 @@ def _bad_cases(tmp):
     bad_kernel.write_text('{"cells": [], "metadata": {"kernelspec": {"name": "no-such-kernel", '
                           '"display_name": "x", "language": "python"}}, "nbformat": 4, '
                           '"nbformat_minor": 5}')
+    full = tmp / "full"
+    full.mkdir()
+    (full / "keep.ipynb").write_text("{}")
     ro = tmp / "read_only"
     ro.mkdir()
     ro.chmod(0o500)
@@ -46,6 +49,8 @@ def _bad_cases(tmp):
         (["student", str(tmp / "missing"), str(tmp / "out")], "SRC"),
         (["student", "chapters", str(a_file)], "DST"),
         (["student", "chapters", "chapters"], "overwrite the solutions"),
+        (["student", "chapters", str(full)], "--force"),
+        (["grade", "--timeout", "0", "x.ipynb"], "--timeout"),
         (["grade", str(tmp / "missing.ipynb")], "no such notebook"),
         (["grade", str(not_a_notebook)], "not a readable notebook"),
         (["grade"], "notebooks"),
@@ -88,3 +93,16 @@ def test_cuda_asked_for_without_a_gpu_exits_2(capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert "no CUDA GPU" in err and len(err.strip().splitlines()) == 1
+
+
+def test_student_never_overwrites_without_force(tmp_path, capsys, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    dst = tmp_path / "student"
+    assert main(["student", "chapters", str(dst)]) == 0
+    assert len(list(dst.glob("*.ipynb"))) == 8
+    capsys.readouterr()
+    assert main(["student", "chapters", str(dst)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main(["student", "--force", "chapters", str(dst)]) == 0
