@@ -392,3 +392,29 @@ def test_folded_linear_refuses_3d_input():
     torch.testing.assert_close(folded(x2), model(x2))
     with pytest.raises(ValueError, match=r"\(N, C\) input only"):
         folded(torch.randn(5, 4, 4))
+
+
+def test_convert_running_var_between_pytorch_and_keras():
+    """Keras averages biased batch variances, PyTorch unbiased ones: a factor m / (m - 1)."""
+    rng = np.random.default_rng(0)
+    m, momentum_pt = 8, 0.1
+    keras_var, torch_var = np.ones(3), np.ones(3)
+    for _ in range(200):                       # long enough to forget the initial 1
+        batch = rng.normal(size=(m, 3)) * [1.0, 2.0, 0.5]
+        biased = batch.var(axis=0)
+        keras_var = running.ema_update(keras_var, biased, momentum_pt)   # Keras momentum 0.9
+        torch_var = running.ema_update(torch_var, biased * m / (m - 1), momentum_pt)
+    converted = running.convert_running_var(keras_var, m, "keras", "pytorch")
+    np.testing.assert_allclose(converted, torch_var, rtol=1e-8)
+    np.testing.assert_allclose(running.convert_running_var(torch_var, m, "pytorch", "keras"),
+                               keras_var, rtol=1e-8)
+    torch_bn = torch.nn.BatchNorm1d(3, momentum=momentum_pt).double()
+    xs = [torch.from_numpy(rng.normal(size=(m, 3))) for _ in range(200)]
+    keras_like = np.ones(3)
+    for x in xs:
+        torch_bn(x)
+        keras_like = running.ema_update(keras_like, x.numpy().var(axis=0), momentum_pt)
+    np.testing.assert_allclose(running.convert_running_var(keras_like, m),
+                               torch_bn.running_var.numpy(), rtol=1e-8)
+    with pytest.raises(ValueError, match="batch_size"):
+        running.convert_running_var(keras_var, 1)

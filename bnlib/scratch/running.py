@@ -14,6 +14,8 @@ those estimates:
   (``momentum`` weighs the new batch, default 0.1), Keras/TensorFlow
   (``momentum`` weighs the old value, default 0.99) and a "decay" as in
   ``tf.train.ExponentialMovingAverage`` (the input-normalisation post, src2018normalization, uses 0.5), eq. ``ch5-conv``;
+* :func:`convert_running_var`    the running variance too: PyTorch averages the
+  unbiased batch variances, Keras the biased ones (a factor ``m / (m - 1)``);
 * :func:`initial_weight`, :func:`steps_to_forget`, :func:`ema_effective_batches`,
   :func:`ema_mean_age`  how long the average remembers its starting value and
   how many batches it effectively averages (eqs. ``ch5-forget``, ``ch5-window``);
@@ -32,7 +34,7 @@ from typing import Iterable
 
 import numpy as np
 
-__all__ = ["CONVENTIONS", "population_statistics", "ema_update", "convert_momentum",
+__all__ = ["CONVENTIONS", "population_statistics", "ema_update", "convert_momentum", "convert_running_var",
            "initial_weight", "steps_to_forget", "ema_effective_batches", "ema_mean_age",
            "recompute_bn_stats", "bn_layers_in_training_mode", "batchnorm_layers"]
 
@@ -106,6 +108,38 @@ def convert_momentum(value: float, source: str = "keras", target: str = "pytorch
         raise ValueError(f"value must be in [0, 1]; got {value}")
     new_weight = value if source == "pytorch" else 1.0 - value
     return new_weight if target == "pytorch" else 1.0 - new_weight
+
+
+def convert_running_var(running_var, batch_size: int, source: str = "keras",
+                        target: str = "pytorch") -> np.ndarray:
+    """Convert a running variance between PyTorch's and Keras/TensorFlow's estimates (chapter 5).
+
+    The conventions differ in the variance too, not only in the momentum
+    (:func:`convert_momentum`): PyTorch's ``running_var`` averages the
+    *unbiased* batch variances, ``m / (m - 1)`` times the biased ones,
+    Keras's ``moving_variance`` (and TensorFlow's ``FusedBatchNorm``) the
+    *biased* ones.  For batches of ``m = batch_size`` values per channel::
+
+        running_var_pytorch = m / (m - 1) * moving_variance_keras
+
+    exact once the average has forgotten its initial value of 1 (after
+    :func:`steps_to_forget` updates; before that the initial value's share,
+    ``(1 - momentum) ** t``, is not rescaled).  ``"decay"`` is Keras's
+    convention.  The running *mean* needs no conversion.
+    """
+    for name, conv in (("source", source), ("target", target)):
+        if conv not in CONVENTIONS:
+            raise ValueError(f"{name} must be one of {sorted(CONVENTIONS)}; got {conv!r}")
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 2:
+        raise ValueError(f"batch_size must be an integer >= 2 (values per channel); got {batch_size!r}")
+    var = np.asarray(running_var, dtype=float)
+    if (var < 0).any():
+        raise ValueError("running_var must be >= 0")
+    bessel = batch_size / (batch_size - 1)
+    unbiased = {"pytorch": True, "keras": False, "decay": False}
+    if unbiased[source] == unbiased[target]:
+        return var.copy()
+    return var * bessel if unbiased[target] else var / bessel
 
 
 def initial_weight(momentum: float, steps: int | np.ndarray) -> float | np.ndarray:
