@@ -7,7 +7,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
-from bnlib.plots.style import CYCLE, _figure_and_axes, color_for
+from bnlib.plots.style import CYCLE, _figure_and_axes, color_for, finish
 
 
 def activation_slopes(z_sat: Mapping[str, float], *, slope: float = 0.01, z_max: float = 8.0):
@@ -223,7 +223,4 @@ def hidden_drift_figure(steps: Sequence[int], percentiles: np.ndarray, saturated
     ax.set(xlabel="gradient-descent step", ylabel="fraction with tanh'(z) < 0.01",
            title="saturated fraction")
     ax.legend(fontsize=7, loc="upper left", title="colours, all panels", title_fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig, title)

@@ -7,7 +7,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
-from bnlib.plots.style import CYCLE
+from bnlib.plots.style import CYCLE, finish
 
 
 def fan_in_histograms(z_by_init: Mapping[str, np.ndarray], *, theory: Mapping[str, float],
@@ -60,10 +60,7 @@ def init_comparison(per_epoch: Mapping[str, tuple], per_step: Mapping[str, tuple
         right.plot(x[keep], y[keep], label=label, color=colors.get(label))
     right.set(xlabel="SGD steps (log scale)", ylabel="test accuracy", xscale="log")
     left.legend(loc="lower right")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return finish(fig, title, fontsize=None)
 
 
 def layer_std_curves(stats: Mapping[str, Mapping[str, tuple]], *, title: str = ""):
@@ -84,10 +81,7 @@ def layer_std_curves(stats: Mapping[str, Mapping[str, tuple]], *, title: str = "
         axes[i, 0].legend(fontsize=8)
     for ax in axes[-1]:
         ax.set_xlabel("hidden layer")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return finish(fig, title, fontsize=None)
 
 
 def layer_histograms(panels: Mapping[str, tuple[Sequence[np.ndarray], tuple[float, float]]], *,
@@ -120,10 +114,7 @@ def layer_histograms(panels: Mapping[str, tuple[Sequence[np.ndarray], tuple[floa
     # outside the last panel: inside, it covers the curves that pile up at the edges
     axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0),
                        title="colour: depth", title_fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return finish(fig, title, fontsize=None)
 
 
 def deep_relu_curves(train_loss: Mapping[str, tuple], test_acc: Mapping[str, tuple],
@@ -142,7 +133,4 @@ def deep_relu_curves(train_loss: Mapping[str, tuple], test_acc: Mapping[str, tup
         axes[2].plot(np.arange(1, len(s) + 1), s, label=label, color=colors.get(label))
     axes[2].set(xlabel="hidden layer", ylabel="std of ReLU output at init", yscale="log")
     axes[0].legend()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return finish(fig, title, fontsize=None)

@@ -5,9 +5,8 @@ from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from bnlib.plots.style import COLORS, CYCLE
+from bnlib.plots.style import COLORS, CYCLE, plain_log_ticks
 
 
 def ema_forgetting(momenta: Sequence[float], steps: int, *, labels: Mapping[float, str] | None = None,
@@ -119,10 +118,7 @@ def precise_bn_figure(steps: Sequence[int], precise_acc: Sequence[float], ema_ac
     axes[1].set(xscale="log", yscale="log", xlabel="training step",
                 ylabel="mean relative error",
                 title="(b) error of the moving-average variance")
-    # plain percentages at 1, 2, 5 times a power of ten instead of "3 x 10^-2"
-    axes[1].yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axes[1].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:g}%"))
-    axes[1].yaxis.set_minor_formatter(NullFormatter())
+    plain_log_ticks(axes[1], fmt=lambda v: f"{100 * v:g}%")   # "5%", not "5 x 10^-2"
     # one legend for both panels, to their right, so that it covers no curve
     fig.legend(*axes[0].get_legend_handles_labels(), loc="center right", fontsize=8.5)
     if title:

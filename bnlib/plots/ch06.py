@@ -6,9 +6,8 @@ from typing import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from bnlib.plots.style import COLORS
+from bnlib.plots.style import COLORS, plain_log_ticks
 
 
 def norm_axes_cubes(n: int = 6, c: int = 6, hw: int = 4, groups: int = 2):
@@ -107,12 +106,7 @@ def rnn_training_curves(loss: Mapping[str, tuple], acc: Mapping[str, tuple], *,
     axes[1].axhline(0.1, color="k", lw=0.8, ls=":", label="chance: loss ln 10, accuracy 0.1")
     axes[0].set(xlabel="training step", ylabel="training loss (window mean)", yscale="log",
                 title="(a) training loss")
-    # readable numbers on the log axis (1, 2, 5 or, over a short range, 1, 1.5, 2, 3, 5, 7)
-    lo, hi = axes[0].get_ylim()
-    subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if hi / lo < 30 else (1.0, 2.0, 5.0)
-    axes[0].yaxis.set_major_locator(LogLocator(base=10, subs=subs))
-    axes[0].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    axes[0].yaxis.set_minor_formatter(NullFormatter())
+    plain_log_ticks(axes[0])          # readable numbers on the log axis (1, 1.5, 2, ...)
     axes[1].set(xlabel="training step", ylabel="test accuracy (eval mode)", ylim=(0, 1),
                 title="(b) test accuracy")
     # one legend for both panels, below them, so that it covers no curve

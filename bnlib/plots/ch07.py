@@ -7,10 +7,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
 from bnlib.plots.ch04 import percentile_bands
-from bnlib.plots.style import COLORS, CYCLE
+from bnlib.plots.style import COLORS, CYCLE, finish, plain_log_ticks
 
 
 # the deep linear networks share the colour of their ReLU counterparts (no BN red, BN blue) and are drawn
@@ -31,26 +30,6 @@ def _window_mean(values: np.ndarray, window: int) -> np.ndarray:
     values = np.asarray(values, dtype=float)
     window = max(1, min(window, len(values)))
     return np.convolve(values, np.ones(window) / window, mode="valid")
-
-
-def _plain_log_ticks(ax, axis: str = "y") -> None:
-    """Label a log axis that spans less than a decade or two with plain numbers (0.3, 2, ...)
-    instead of Matplotlib's ``3 x 10^-1`` minor labels, so that the scale can be read."""
-    lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
-    lo, hi = min(lo, hi), max(lo, hi)
-    if not (lo > 0 and np.isfinite(hi)) or hi / lo > 100:
-        return                                            # decades are labelled already
-    ticks = []
-    for mantissas in ((1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8)):
-        ticks = [m * 10.0 ** e for e in range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
-                 for m in mantissas if lo <= m * 10.0 ** e <= hi]
-        if len(ticks) >= 4:
-            break
-    target = ax.yaxis if axis == "y" else ax.xaxis
-    target.set_major_locator(FixedLocator(ticks))
-    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    target.set_minor_formatter(NullFormatter())
-    (ax.set_ylim if axis == "y" else ax.set_xlim)(lo, hi)
 
 
 def noisy_bn_figure(acc: Mapping[str, tuple], pct: Mapping[str, tuple], *,
@@ -83,10 +62,7 @@ def noisy_bn_figure(acc: Mapping[str, tuple], pct: Mapping[str, tuple], *,
                          ylabel="input of the activation" if k == 0 else "", legend=k == 0)
         ax.set_ylim(lo - pad, hi + pad)
     axes[0].legend(fontsize=8, loc="lower right")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig, title)
 
 
 def ics_gradient_figure(histories: Mapping[str, Mapping[str, np.ndarray]], *,
@@ -115,12 +91,9 @@ def ics_gradient_figure(histories: Mapping[str, Mapping[str, np.ndarray]], *,
                    title=f"({next(letters)}) {name}: L2 change of the gradient")
         row[1].set(xlabel="training step", ylabel=r"$\cos(G, G')$ (median over layers)",
                    title=f"({next(letters)}) {name}: cosine (1 = same direction)")
-        _plain_log_ticks(row[0])
+        plain_log_ticks(row[0])
         row[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig, title)
 
 
 def landscape_figure(histories: Mapping[str, Mapping[str, np.ndarray]], *,
@@ -242,7 +215,7 @@ def lp_norm_figure(acc: Mapping[str, tuple], loss: Mapping[str, np.ndarray], *,
     axes[1].set(xlabel="training step", ylabel="test accuracy (eval mode)", title="(b) test accuracy")
     axes[2].set(xlabel="training step", ylabel="training loss / BN's training loss", yscale="log",
                 title="(c) training loss relative to BN")
-    _plain_log_ticks(axes[2])
+    plain_log_ticks(axes[2])
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
@@ -271,9 +244,6 @@ def weight_norm_growth(steps: Sequence[int], norms: Mapping[str, np.ndarray], *,
     axes[1].set(xlabel="training step", ylabel=r"$\eta / \|w_k\|^2$, relative to step 0", yscale="log",
                 title="(b) effective learning rate")
     for ax in axes:
-        _plain_log_ticks(ax)
+        plain_log_ticks(ax)
     axes[0].legend(fontsize=8, loc="center right")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig, title)

@@ -11,6 +11,7 @@ from typing import Iterable, Mapping, Sequence
 
 import matplotlib
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 import numpy as np
 
 
@@ -110,3 +111,37 @@ def _figure_and_axes(ax):
         fig, ax = plt.subplots()
         return fig, ax
     return ax.figure, ax
+
+
+def finish(fig, title: str = "", fontsize: float | None = 10):
+    """The last steps of a figure: its title (if any), a tight layout; returns ``fig``."""
+    if title:
+        fig.suptitle(title, **({} if fontsize is None else {"fontsize": fontsize}))
+    fig.tight_layout()
+    return fig
+
+
+def plain_log_ticks(ax, axis: str = "y", fmt="{:g}") -> None:
+    """Label a log axis with plain numbers (0.3, 2, 10, ...) instead of Matplotlib's
+    ``3 x 10^-1`` labels: powers of ten over a wide range, 1-2-5 or finer steps over a
+    short one, so that the scale can be read.
+
+    Call it after the data are drawn (it reads the axis limits); ``fmt`` formats a
+    tick value: a format string, or a function of the value
+    (``lambda v: f"{100 * v:g}%"`` for percentages)."""
+    lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    lo, hi = min(lo, hi), max(lo, hi)
+    if not (lo > 0 and np.isfinite(hi)):
+        return
+    ticks = []
+    for mantissas in ((1,), (1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8)):
+        ticks = [m * 10.0 ** e for e in range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+                 for m in mantissas if lo <= m * 10.0 ** e <= hi]
+        if len(ticks) >= 4:       # the coarsest set that still gives four labels
+            break
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_locator(FixedLocator(ticks))
+    label = fmt if callable(fmt) else fmt.format
+    target.set_major_formatter(FuncFormatter(lambda v, _: label(v)))
+    target.set_minor_formatter(NullFormatter())
+    (ax.set_ylim if axis == "y" else ax.set_xlim)(lo, hi)
