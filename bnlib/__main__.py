@@ -115,14 +115,9 @@ def _cmd_reproduce(args) -> int:
         print(f"wrote {path} ({len(data['seeds'])} seeds, {data['provenance']['wall_s']:.0f} s)",
               flush=True)
 
-    try:
-        if args.jobs > 1:   # every (experiment, seed) in one pool: no idle worker between experiments
-            results.reproduce_many(args.names, args.scale, args.seeds, results_dir=args.results,
-                                   device=device, jobs=args.jobs, progress=True, on_done=report)
-        else:
-            for name in args.names:
-                report(results.reproduce(name, args.scale, args.seeds, results_dir=args.results,
-                                         device=device, progress=True))
+    try:   # every (experiment, seed) in one pool: no idle worker between experiments
+        results.reproduce_many(args.names, args.scale, args.seeds, results_dir=args.results,
+                               device=device, jobs=args.jobs, progress=True, on_done=report)
     except OSError as err:
         raise CLIError(f"cannot write under --results {args.results or results.RESULTS_DIR}: "
                        f"{err.strerror or err}") from None

@@ -65,8 +65,8 @@ _NAME_WORDS = (
     "section", "sections", "sec.", "chapter", "chapters", "figure", "figures", "fig.", "figs.",
     "table", "tables", "equation", "equations", "eq.", "exercise", "exercises", "algorithm",
     "theorem", "lemma", "proposition", "corollary", "appendix", "appendices", "definition",
-    "step", "part", "python", "torch", "pytorch", "triton", "numpy", "version", "book",
-    "jupyter", "cuda", "myst-nb", "sphinx", "and", "or", "to",
+    "part", "python", "torch", "pytorch", "triton", "numpy", "version", "book",
+    "jupyter", "cuda", "myst-nb", "sphinx",
 )
 
 _FENCE = re.compile(r"^(```+|~~~+|:::+)\s*(\{?[\w:-]*\}?)(.*)$")
@@ -182,7 +182,7 @@ def _accounted(sentence: str, m: re.Match) -> bool:
     before = _words_before(sentence, m.start())
     last = before.split()[-1] if before else ""
     last = last.strip("(,;:*_")
-    if last in _NAME_WORDS and last not in ("and", "or", "to", "step") and "%" not in m.group(0):
+    if last in _NAME_WORDS and "%" not in m.group(0):
         return True
     if last in ("and", "or", "to", "-") and re.search(
             r"\b(sections?|chapters?|figures?|tables?|exercises?|equations?)\s+[\d.]+\s*(,|and|or|to|-)?\s*$",

@@ -47,7 +47,7 @@ import numpy as np
 
 __all__ = ["RESULTS_DIR", "REPRODUCE", "load", "path_for", "stored", "reproduce", "reproduce_many",
            "aggregate", "flatten", "ci95", "paired_difference", "unpaired_difference", "Difference", "stat", "fmt",
-           "is_timing_key", "table"]
+           "is_timing_key", "table", "glue"]
 
 #: the repository's ``results/`` folder (``BNLIB_RESULTS`` overrides it)
 RESULTS_DIR = Path(os.environ.get("BNLIB_RESULTS", Path(__file__).resolve().parent.parent / "results"))
@@ -175,6 +175,11 @@ class Difference:
         if not self.resolved:
             return "unresolved"
         return f"{self.a} > {self.b}" if self.mean > 0 else f"{self.a} < {self.b}"
+
+    def format(self, scale: float = 1.0, decimals: int = 3) -> str:
+        """``"+0.047 ± 0.040"``: the mean difference and the half-width, times ``scale``."""
+        half = "n/a" if self.ci95 is None else f"{self.ci95 * scale:.{decimals}f}"
+        return f"{self.mean * scale:+.{decimals}f} ± {half}"
 
     def __str__(self) -> str:
         half = "n/a" if self.ci95 is None else f"{self.ci95:.3g}"
@@ -380,7 +385,7 @@ def _seed_list(seeds: int | Iterable[int]) -> list[int]:
 
 
 def _store(name: str, scale: str, seed_list: list[int], outputs: dict[int, tuple], wall_s: float,
-           device: str, results_dir, command: str) -> Path:
+           device: str, results_dir) -> Path:
     """Aggregate the per-seed outputs of one experiment and write its file atomically."""
     per_seed = [{"seed": s, "summary": outputs[s][0]} for s in seed_list]
     config = dict(outputs[seed_list[0]][2])
@@ -394,8 +399,7 @@ def _store(name: str, scale: str, seed_list: list[int], outputs: dict[int, tuple
         "summary": aggregate([p["summary"] for p in per_seed]),
         "timings": {str(s): outputs[s][1] for s in seed_list},
         "provenance": provenance(wall_s, device, config.get("threads"),
-                                 command or f"python -m bnlib reproduce {name} --scale {scale} "
-                                            f"--seeds {len(seed_list)}"),
+                                 REPRODUCE.format(name=name, scale=scale, n=len(seed_list))),
     }
     path = path_for(name, scale, results_dir)
     _write_atomic(path, data)
@@ -429,7 +433,7 @@ def reproduce_many(names: Sequence[str], scale: str = "paper", seeds: int | Iter
         outputs[name][seed] = out
         if len(outputs[name]) == len(seed_list):
             path = _store(name, scale, seed_list, outputs[name], time.perf_counter() - start,
-                          device, results_dir, "")
+                          device, results_dir)
             paths.append(path)
             if on_done:
                 on_done(path)
@@ -455,32 +459,16 @@ def reproduce_many(names: Sequence[str], scale: str = "paper", seeds: int | Iter
 
 def reproduce(name: str, scale: str = "paper", seeds: int | Iterable[int] = 3, *,
               results_dir: str | Path | None = None, device: str = "cpu", jobs: int = 1,
-              progress: bool = False, command: str = "") -> Path:
+              progress: bool = False) -> Path:
     """Run experiment ``name`` at ``scale`` for each seed, aggregate, write the file; return its path.
 
     ``seeds`` is a count K (seeds 0..K-1) or an explicit list.  ``jobs`` > 1 runs
     seeds in that many processes (each experiment uses one thread by default).
-    The file is written only when every seed has finished.
+    The file is written only when every seed has finished
+    (:func:`reproduce_many` with one name).
     """
-    from bnlib import experiments
-
-    experiments.get(name)  # unknown name: KeyError before any work
-    seed_list = _seed_list(seeds)
-    if jobs < 1:
-        raise ValueError(f"jobs must be >= 1; got {jobs}")
-    if jobs > 1:
-        return reproduce_many([name], scale, seed_list, results_dir=results_dir, device=device,
-                              jobs=jobs, progress=progress)[0]
-    from bnlib.progress import progress as bar
-
-    start = time.perf_counter()
-    outputs: dict[int, tuple] = {}
-    with bar(total=len(seed_list), desc=f"{name} ({scale})", enabled=progress) as pbar:
-        for s in seed_list:
-            outputs[s] = _run_one(name, scale, s, device)
-            pbar.update(1)
-    return _store(name, scale, seed_list, outputs, time.perf_counter() - start, device,
-                  results_dir, command)
+    return reproduce_many([name], scale, seeds, results_dir=results_dir, device=device,
+                          jobs=jobs, progress=progress)[0]
 
 
 def fmt(result: dict, key: str, decimals: int = 3, scale: float = 1.0) -> str:
@@ -497,6 +485,25 @@ def fmt(result: dict, key: str, decimals: int = 3, scale: float = 1.0) -> str:
     if s["missing"]:
         out += f" ({s['missing']} of {s['n'] + s['missing']} never)"
     return out
+
+
+def glue(name: str, value, digits: int = 6):
+    """Glue ``value`` for the prose (``{glue:text}`name:.3f``` in markdown, MyST-NB); return it.
+
+    NumPy scalars become Python numbers (MyST-NB cannot format them), floats are
+    rounded to ``digits`` significant digits so that the stored output does not
+    hang on the last bits of a float; strings (a verdict phrase) pass as they are.
+    """
+    from myst_nb import glue as myst_glue
+
+    if isinstance(value, (bool, np.bool_)):
+        value = bool(value)
+    elif isinstance(value, (int, np.integer)):
+        value = int(value)
+    elif isinstance(value, (float, np.floating)):
+        value = float(f"{float(value):.{digits}g}")
+    myst_glue(name, value, display=False)
+    return value
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]], results: Sequence[dict] = ()):

@@ -24,6 +24,8 @@ NumPy only; ``device`` is ignored.
 """
 from __future__ import annotations
 
+import itertools
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,7 +94,7 @@ def time_steps(nets: dict, x: np.ndarray, y: np.ndarray, batch_size: int, steps:
 
     def stepper(net):
         opt = make_optimizer(net, "adam", lr)
-        calls = iter(range(10**9))
+        calls = itertools.count()
 
         def step():
             xb, yb = batches[next(calls) % len(batches)]
