@@ -30,7 +30,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-__all__ = ["Timing", "Comparison", "compare", "time_one"]
+__all__ = ["Timing", "Comparison", "compare", "time_one", "spreads_apart"]
 
 
 @dataclass
@@ -64,6 +64,11 @@ class Timing:
                 f"spread {_ms(self.low)}-{_ms(self.high)}, {len(self.seconds)} calls)")
 
 
+def spreads_apart(a: Timing, b: Timing) -> bool:
+    """The book's rule for a resolved timing: the 10-90% spreads of ``a`` and ``b`` do not overlap."""
+    return a.high < b.low or b.high < a.low
+
+
 def _ms(s: float) -> str:
     return f"{s * 1e3:.3g} ms" if s < 1 else f"{s:.3g} s"
 
@@ -88,8 +93,7 @@ class Comparison:
 
     def resolved(self, a: str, b: str) -> bool:
         """True when the spreads (10th-90th percentile) of ``a`` and ``b`` do not overlap."""
-        ta, tb = self[a], self[b]
-        return ta.high < tb.low or tb.high < ta.low
+        return spreads_apart(self[a], self[b])
 
     def faster(self, a: str, b: str) -> str:
         """``a``, ``b`` or ``"unresolved"``: which one is faster, if the spreads say so."""

@@ -160,3 +160,17 @@ def test_reproduce_many_packs_seeds_and_gives_the_same_files(tmp_path):
         one = results.reproduce(name, "smoke", 2, results_dir=tmp_path / "one")
         a, b = json.loads(one.read_text()), results.load(name, "smoke", tmp_path / "many")
         assert a["per_seed"] == b["per_seed"] and a["summary"] == b["summary"]
+
+
+def test_difference_format_and_glue(monkeypatch):
+    d = results.Difference("a", "b", 0.0471, 0.0402, 3)
+    assert d.format() == "+0.047 ± 0.040" and d.format(100, 1) == "+4.7 ± 4.0"
+    glued = {}
+    import myst_nb
+
+    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display: glued.setdefault(name, value))
+    assert results.glue("x", np.float64(0.123456789)) == 0.123457
+    results.glue("n", np.int64(7))
+    results.glue("phrase", "not resolved")
+    assert glued == {"x": 0.123457, "n": 7, "phrase": "not resolved"}
+    assert type(glued["x"]) is float and type(glued["n"]) is int

@@ -47,3 +47,12 @@ def test_bad_arguments(kwargs, message):
         compare({"a": lambda: None}, **kwargs)
     with pytest.raises(ValueError, match="at least one"):
         compare({})
+
+
+def test_spreads_apart_is_the_resolved_rule():
+    from bnlib.timing import Timing, spreads_apart
+
+    fast, slow = Timing("fast", [1.0, 1.1, 1.2]), Timing("slow", [2.0, 2.1, 2.2])
+    overlapping = Timing("overlap", [1.15, 2.05, 1.5])
+    assert spreads_apart(fast, slow) and spreads_apart(slow, fast)
+    assert not spreads_apart(fast, overlapping)

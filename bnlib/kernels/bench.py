@@ -126,7 +126,9 @@ def time_methods(shape, device: str = "cpu", dtype=torch.float32, repeats: int =
     """Median time of one forward + backward per method, timed by :func:`bnlib.timing.compare`.
 
     One dict per method: ``method``, ``ms`` (median), ``min_ms``, ``low_ms`` /
-    ``high_ms`` (the 10th-90th percentile spread), ``resolved`` (spread apart from
+    ``high_ms`` (the 10th-90th percentile spread), ``timing`` (the
+    :class:`bnlib.timing.Timing`, for :func:`bnlib.timing.spreads_apart` between any two
+    rows), ``resolved`` (spread apart from
     the ``torch`` row's), ``passes`` (from :func:`traffic`
     at the same shape), ``gbps`` (bytes moved under that count / time) and
     ``ratio`` (time / the ``torch`` time).
@@ -144,7 +146,7 @@ def time_methods(shape, device: str = "cpu", dtype=torch.float32, repeats: int =
     nbytes = x.numel() * x.element_size()
     reference = "torch" if "torch" in methods else methods[0]
     return [{"method": m, "ms": 1e3 * timed[m].median, "min_ms": 1e3 * timed[m].min,
-             "low_ms": 1e3 * timed[m].low, "high_ms": 1e3 * timed[m].high,
+             "low_ms": 1e3 * timed[m].low, "high_ms": 1e3 * timed[m].high, "timing": timed[m],
              "passes": passes.get(m, float("nan")),
              "gbps": passes.get(m, float("nan")) * nbytes / timed[m].median / 1e9,
              "ratio": timed.ratio(m, reference),
