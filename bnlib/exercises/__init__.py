@@ -52,6 +52,23 @@ def run_check(name: str, body: Callable[[], str]) -> Feedback:
         return Feedback(name, False, str(err))
 
 
+CHECK_SEED_ENV = "BNLIB_CHECK_SEED"
+
+
+def check_rng(salt: int = 0) -> np.random.Generator:
+    """The random generator every check draws its inputs from.
+
+    Its seed is ``salt`` mixed with the run's seed: the environment variable
+    ``BNLIB_CHECK_SEED`` when set (the grader sets a fresh one per run, so an
+    answer cannot be fitted to fixed inputs), otherwise 0, which keeps the
+    book's own executed notebooks reproducible.
+    """
+    import os
+
+    run_seed = int(os.environ.get(CHECK_SEED_ENV, "0"))
+    return np.random.default_rng([run_seed, int(salt)])
+
+
 def expect_shape(what: str, got, expected_shape) -> np.ndarray:
     """Convert ``got`` to an array and check its shape, naming ``what`` if it differs."""
     if got is None:
