@@ -134,3 +134,66 @@ def deep_relu_curves(train_loss: Mapping[str, tuple], test_acc: Mapping[str, tup
     axes[2].set(xlabel="hidden layer", ylabel="std of ReLU output at init", yscale="log")
     axes[0].legend()
     return finish(fig, title, fontsize=None)
+
+
+def diagnostics_panels(recorder, *, step: int | None = None, title: str = "", axes=None):
+    """Chapter 2 (and 4): the makemore-style training diagnostics of a
+    :class:`bnlib.diagnostics.Recorder`.
+
+    Four panels: (a) the distribution of each activation layer's output at ``step`` (default:
+    the last snapshot), legend with its std and saturated (or, for ReLU, dead) share;
+    (b) the distribution of the gradient with respect to those outputs; (c) the
+    distribution of each weight matrix's gradient, legend with std(dW)/std(W); (d) the
+    update:data ratio log10(std(lr dW)/std(W)) of every weight matrix over the recorded
+    steps, with the guide line at -3 (1e-3).  Histograms are drawn as lines (share of
+    values per bin), one colour per layer from input (dark) to output (light).
+    ``axes``: four Matplotlib axes to draw into (default: a new 1 x 4 figure).
+    """
+    snap = recorder.snapshot(step)
+    if axes is None:
+        fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    else:
+        fig = axes[0].figure
+    a_act, a_grad, a_wgrad, a_upd = axes
+    cmap = matplotlib.colormaps["viridis"]
+
+    def colour(i, n):
+        return cmap(0.85 * i / max(n - 1, 1))
+
+    def line(ax, hist, **kw):
+        counts, edges = hist
+        total = max(int(np.sum(counts)), 1)
+        centres = 0.5 * (edges[:-1] + edges[1:])
+        ax.plot(centres, np.asarray(counts) / total, **kw)
+
+    names = list(snap.layers)
+    for i, name in enumerate(names):
+        st = snap.layers[name]
+        if st["kind"] == "relu":
+            extra = f"dead {st['dead']:.0%}"
+        else:
+            extra = f"sat. {st['saturated']:.1%}"
+        if st["nonfinite"] > 0:
+            extra += f", non-finite {st['nonfinite']:.0%}"
+        line(a_act, st["act_hist"], color=colour(i, len(names)),
+             label=f"{name}: std {st['std']:.2f}, {extra}")
+        if "grad_hist" in st:
+            line(a_grad, st["grad_hist"], color=colour(i, len(names)),
+                 label=f"{name}: std {st['grad_std']:.1e}")
+    a_act.set(xlabel="activation a", ylabel="share of values per bin",
+              title=f"(a) activations, step {snap.step}")
+    a_grad.set(xlabel="dL/da", ylabel="share of values per bin", title="(b) gradients of the activations")
+    wnames = list(snap.weights)
+    for i, name in enumerate(wnames):
+        st = snap.weights[name]
+        line(a_wgrad, st["grad_hist"], color=colour(i, len(wnames)),
+             label=f"{name}: std(dW)/std(W) {st['grad_data_ratio']:.1e}")
+    a_wgrad.set(xlabel="dL/dW", ylabel="share of values per bin", title="(c) weight gradients")
+    hist = recorder.as_arrays()
+    for i, name in enumerate(wnames):
+        a_upd.plot(hist["step"], hist["update_ratio"][name], color=colour(i, len(wnames)), label=name)
+    a_upd.axhline(-3.0, color="k", ls="--", lw=1, label="guide: 1e-3")
+    a_upd.set(xlabel="step", ylabel="log10(std(lr dW) / std(W))", title="(d) update : data ratio")
+    for ax in axes:
+        ax.legend(fontsize=7, loc="best")
+    return finish(fig, title, fontsize=None)
