@@ -25,7 +25,7 @@ import numpy as np
 
 from bnlib.scratch.functional import batchnorm_backward, batchnorm_forward
 
-NORMS = (None, "bn", "noisy", "l1", "l2", "linf")
+NORMS = (None, "bn", "noisy", "noisy_shared", "l1", "l2", "linf")
 
 
 # --------------------------------------------------------------------------- scale invariance (NumPy)
@@ -71,12 +71,15 @@ def scale_invariance_report(W: np.ndarray, x: np.ndarray, dy: np.ndarray,
 # --------------------------------------------------------------------------- PyTorch networks
 
 def mlp(sizes: Sequence[int], activation: str = "relu", norm: str | None = None, seed: int = 0,
-        device: str = "cpu", dtype=None, noise: dict | None = None):
+        device: str = "cpu", dtype=None, noise: dict | None = None, shared_noise: dict | None = None):
     """A ``torch.nn.Sequential`` MLP: ``Linear -> [norm] -> activation`` per hidden layer, then ``Linear``.
 
     ``norm``: ``None``, ``"bn"`` (:class:`bnlib.torch.BatchNorm1d`),
-    ``"noisy"`` (:class:`~bnlib.torch.variants.NoisyBatchNorm1d`, keyword
-    arguments from ``noise``), or ``"l1"``, ``"l2"``, ``"linf"``
+    ``"noisy"`` (Santurkar et al.'s per-example noise,
+    :class:`~bnlib.torch.variants.PerExampleNoisyBatchNorm1d`, keyword
+    arguments from ``noise``), ``"noisy_shared"`` (one scale and offset per
+    unit, :class:`~bnlib.torch.variants.NoisyBatchNorm1d`, keyword arguments
+    from ``shared_noise``), or ``"l1"``, ``"l2"``, ``"linf"``
     (:class:`~bnlib.torch.variants.LpBatchNorm1d`).  ``activation``:
     ``"relu"``, ``"sigmoid"``, ``"tanh"`` or ``"linear"`` (a deep linear
     network).  Weights are Kaiming-normal for ReLU and LeCun-normal otherwise,
@@ -87,7 +90,7 @@ def mlp(sizes: Sequence[int], activation: str = "relu", norm: str | None = None,
     from torch import nn
 
     from bnlib.torch.modules import BatchNorm1d
-    from bnlib.torch.variants import LpBatchNorm1d, NoisyBatchNorm1d
+    from bnlib.torch.variants import LpBatchNorm1d, NoisyBatchNorm1d, PerExampleNoisyBatchNorm1d
 
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}; got {norm!r}")
@@ -108,7 +111,9 @@ def mlp(sizes: Sequence[int], activation: str = "relu", norm: str | None = None,
         if norm == "bn":
             layers.append(BatchNorm1d(n_out))
         elif norm == "noisy":
-            layers.append(NoisyBatchNorm1d(n_out, seed=int(seed) * 1000 + k, **(noise or {})))
+            layers.append(PerExampleNoisyBatchNorm1d(n_out, seed=int(seed) * 1000 + k, **(noise or {})))
+        elif norm == "noisy_shared":
+            layers.append(NoisyBatchNorm1d(n_out, seed=int(seed) * 1000 + k, **(shared_noise or {})))
         elif norm in ("l1", "l2", "linf"):
             layers.append(LpBatchNorm1d(n_out, p={"l1": 1, "l2": 2, "linf": "inf"}[norm]))
         layers.append(acts[activation]())
@@ -208,11 +213,11 @@ class _frozen_state:
         self.model = model
 
     def __enter__(self):
-        from bnlib.torch.variants import NoisyBatchNorm1d
+        from bnlib.torch.variants import NoisyBatchNorm1d, PerExampleNoisyBatchNorm1d
 
         self.state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.gens = [(m, m.generator.get_state()) for m in self.model.modules()
-                     if isinstance(m, NoisyBatchNorm1d)]
+                     if isinstance(m, (NoisyBatchNorm1d, PerExampleNoisyBatchNorm1d))]
         return self.model
 
     def __exit__(self, *exc):

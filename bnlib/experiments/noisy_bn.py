@@ -1,16 +1,20 @@
 """Santurkar et al. (2018), Figure 2: batch norm with injected non-stationary noise still trains fast.
 
-Chapter 7, section "Noisy batch norm".  Three 784-100-100-100-10 sigmoid MLPs (Ioffe and Szegedy's
+Chapter 7, section "Noisy batch norm".  Four 784-100-100-100-10 sigmoid MLPs (Ioffe and Szegedy's
 Figure-1 network of chapter 4) with the same initial
 weights and the same mini-batches are trained with plain SGD on MNIST digits:
 
 * ``plain``: no normalisation;
 * ``bn``: batch norm (:class:`bnlib.torch.BatchNorm1d`) before every activation;
-* ``noisy``: the same, but every batch-norm output is then shifted and
-  rescaled by a random offset and scale per unit that are redrawn at every
-  step (:class:`bnlib.torch.variants.NoisyBatchNorm1d`, eq. ch7-noisy), so
-  the distribution each activation receives changes from step to step, more
-  than without batch norm.
+* ``noisy``: Santurkar et al.'s "noisy" batch norm (their Algorithm 1,
+  :class:`bnlib.torch.variants.PerExampleNoisyBatchNorm1d`, eq. ch7-noisy):
+  every batch-norm output of every example is rescaled and shifted by its own
+  i.i.d. noise, whose mean and scale are redrawn per unit at every step
+  (``n_mu``, ``n_sigma``, ``r_mu``, ``r_sigma``: their values);
+* ``noisy_shared``: the simpler variant with one random scale and offset per
+  unit and step, shared by the whole batch
+  (:class:`bnlib.torch.variants.NoisyBatchNorm1d`, eq. ch7-noisy-shared;
+  ``mean_range``, ``scale_low``, ``scale_high``).
 
 Recorded every ``eval_every`` steps: test accuracy (evaluation mode) and the
 15/50/85th percentiles, over ``n_probe`` test digits, of the input of the
@@ -32,7 +36,8 @@ import numpy as np
 from bnlib.experiments.base import ExperimentConfig, Result, Timer
 
 NAME = "noisy-bn"
-KINDS = ("plain", "bn", "noisy")
+KINDS = ("plain", "bn", "noisy", "noisy_shared")
+LABELS = {"plain": "no BN", "bn": "BN", "noisy": "noisy BN", "noisy_shared": "noisy BN, shared"}
 PERCENTILES = (15, 50, 85)
 
 
@@ -49,8 +54,12 @@ class Config(ExperimentConfig):
     layer: int = -1                 # which hidden layer to follow (-1: the last)
     unit: int = 0
     n_probe: int = 500              # test digits in the distribution probe
-    mean_range: float = 1.0         # noise offset ~ U(-mean_range, mean_range)
-    scale_low: float = 0.5          # noise scale ~ U(scale_low, scale_high)
+    n_mu: float = 0.5               # per-example noise (Santurkar et al.'s Algorithm 1 and values)
+    n_sigma: float = 1.25
+    r_mu: float = 0.1
+    r_sigma: float = 0.1
+    mean_range: float = 1.0         # shared noise: offset ~ U(-mean_range, mean_range) per unit and step
+    scale_low: float = 0.5          # shared noise: scale ~ U(scale_low, scale_high)
     scale_high: float = 2.0
     target_acc: float = 0.9
     threads: int = 1
@@ -90,7 +99,7 @@ class NoisyBnResult(Result):
         return plots.noisy_bn_figure(
             {k: (h[k]["eval_step"], h[k]["test_acc"]) for k in KINDS},
             {k: (h[k]["eval_step"], h[k]["pct"]) for k in KINDS},
-            labels={"plain": "no BN", "bn": "BN", "noisy": "noisy BN"},
+            labels=LABELS,
             percentiles=PERCENTILES,
             title=(f"784-{'-'.join(map(str, self.config.hidden))}-10 {self.config.activation}, "
                    f"SGD lr {self.config.lr:g}, batch {self.config.batch_size} "
@@ -118,13 +127,15 @@ def run(config: Config, progress: bool = False) -> NoisyBnResult:
     ds, (x, y, xt, yt) = analysis.mnist_tensors(config)
     probe = xt[: config.n_probe]
     sizes = [x.shape[1], *config.hidden, 10]
-    noise = {"mean_range": config.mean_range, "scale_low": config.scale_low,
-             "scale_high": config.scale_high}
+    noise = {"n_mu": config.n_mu, "n_sigma": config.n_sigma, "r_mu": config.r_mu,
+             "r_sigma": config.r_sigma}
+    shared = {"mean_range": config.mean_range, "scale_low": config.scale_low,
+              "scale_high": config.scale_high}
     histories, headline, timings = {}, {}, {}
     for kind in KINDS:
         norm = None if kind == "plain" else kind
         model = analysis.mlp(sizes, config.activation, norm, seed=config.seed, device=config.device,
-                             noise=noise)
+                             noise=noise, shared_noise=shared)
         model.train()
         h = {"eval_step": [], "test_acc": [], "loss": [], "pct": []}
 

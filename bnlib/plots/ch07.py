@@ -14,7 +14,7 @@ from bnlib.plots.style import COLORS, CYCLE, finish, plain_log_ticks
 
 # the deep linear networks share the colour of their ReLU counterparts (no BN red, BN blue) and are drawn
 # dashed in their own panels; the pale shades they had before were hard to read on white
-_CH7_COLORS = {"noisy": CYCLE[3], "l1": CYCLE[2], "l2": CYCLE[4], "linf": CYCLE[5],
+_CH7_COLORS = {"noisy": CYCLE[3], "noisy_shared": "#8c564b", "l1": CYCLE[2], "l2": CYCLE[4], "linf": CYCLE[5],
                "linear_plain": COLORS["plain"], "linear_bn": COLORS["bn"]}
 
 #: lines that are not one of the book's kinds (learning rates, say): no red or blue, which mean
