@@ -1,10 +1,10 @@
 """The figures of chapter 3, deriving batch norm (built on :mod:`bnlib.plots.style`)."""
 from __future__ import annotations
 
-
+import numpy as np
 import matplotlib.pyplot as plt
 
-from bnlib.plots.style import COLORS
+from bnlib.plots.style import COLORS, finish
 
 
 def computational_graph_bn(show_derivatives: bool = True):
@@ -78,3 +78,61 @@ def computational_graph_bn(show_derivatives: bool = True):
                  "gradients add up.", fontsize=9.5)
     fig.tight_layout()
     return fig
+
+
+def gradcheck_error_vs_h(h, errors: dict, best: tuple | None = None, unit_roundoff: float | None = None):
+    """Relative error of central differences against the analytic gradient, over the step ``h``.
+
+    ``errors`` maps a label to the errors at the steps ``h`` (log-log axes);
+    ``best`` = ``(h, error)`` marks the minimum.  Guide lines show the two regimes:
+    truncation error, proportional to ``h**2``, on the right, and round-off,
+    proportional to ``unit_roundoff / h``, on the left (chapter 3, section 3.6).
+    """
+    h = np.asarray(h, dtype=float)
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for (label, err), color in zip(errors.items(), (COLORS["bn"], COLORS["plain"], "#2ca02c")):
+        ax.loglog(h, np.asarray(err, dtype=float), "o-", ms=3.5, color=color, label=label)
+    first = np.asarray(next(iter(errors.values())), dtype=float)
+    if best is not None:
+        ax.loglog([best[0]], [best[1]], "k*", ms=11, label=f"smallest error, h = {best[0]:.0e}")
+    if best is not None:
+        # guide lines through the minimum: slope 2 (truncation) and slope -1 (round-off)
+        right, left = h >= best[0], h <= best[0]
+        ax.loglog(h[right], best[1] * (h[right] / best[0]) ** 2, "--", color="#7f7f7f", lw=1,
+                  label=r"$\propto h^2$ (truncation)")
+        ax.loglog(h[left], best[1] * (best[0] / h[left]), ":", color="#7f7f7f", lw=1.2,
+                  label=r"$\propto 1/h$ (round-off)")
+    ax.set_ylim(max(np.nanmin(first) / 10, 1e-17), min(np.nanmax(first) * 10, 10.0))
+    ax.set(xlabel="step h of the central difference", ylabel="relative error vs analytic gradient")
+    ax.legend(fontsize=8.5)
+    return finish(fig, "Gradient check in float64: the error is smallest near h = 1e-5")
+
+
+def conv_bn_curves(histories: dict, title: str = "", smooth: int = 25):
+    """Test accuracy (top) and training loss (bottom) of the CNN with and without BatchNorm2d.
+
+    ``histories[arm][lr_key]`` holds ``eval_step``, ``test_acc`` and ``loss`` (one value per
+    step, drawn as a moving average over ``smooth`` steps); one column per learning rate,
+    one shared y-axis per row (chapter 3, section 3.10).
+    """
+    arms = list(histories)
+    lrs = list(histories[arms[0]])
+    fig, axes = plt.subplots(2, len(lrs), figsize=(4.2 * len(lrs) + 1.2, 5.6), squeeze=False,
+                             sharey="row", sharex="col")
+    labels = {"bn": "with BatchNorm2d", "plain": "without BN"}
+    for j, key in enumerate(lrs):
+        for arm in arms:
+            h = histories[arm][key]
+            color = COLORS.get(arm)
+            axes[0, j].plot(h["eval_step"], h["test_acc"], color=color, label=labels.get(arm, arm))
+            loss = np.asarray(h["loss"], dtype=float)
+            k = max(1, min(smooth, len(loss)))
+            avg = np.convolve(loss, np.ones(k) / k, mode="valid")
+            axes[1, j].plot(np.arange(k, len(loss) + 1), avg, color=color, label=labels.get(arm, arm))
+        axes[0, j].set_title(key.replace("lr_", "learning rate "), fontsize=10)
+        axes[1, j].set_xlabel("SGD step")
+        axes[1, j].set_yscale("log")
+    axes[0, 0].set_ylabel("test accuracy (eval mode)")
+    axes[1, 0].set_ylabel(f"training loss\n(mean of {smooth} steps)")
+    axes[0, 0].legend(loc="lower right")
+    return finish(fig, title)
