@@ -1,14 +1,25 @@
-"""The Triton kernels of chapter 8 against PyTorch (in Triton's interpreter when there is no GPU)."""
+"""The Triton kernels of chapter 8 against PyTorch and bnlib.scratch (in Triton's interpreter without a GPU).
+
+Interpreter runs cost about 10 ms per program, so the shapes are small and a
+small ``tile`` makes ragged last tiles in both directions at small sizes.
+"""
+import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
 import bnlib.kernels as K
 from bnlib.kernels import bench
+from bnlib.kernels.batchnorm import DEFAULT_TILE, INT32_MAX, launch_plan
+from bnlib.scratch import functional as scratch
 
 DEVICE = "cpu" if K.interpreted() else "cuda"
-SHAPES = [(8, 3), (5, 4, 7), (4, 3, 5, 6), (2, 2, 40, 40)]   # the last: several blocks per channel
+SHAPES = [(8, 3), (5, 4, 7), (4, 3, 5, 6), (2, 2, 40, 40)]   # the last: several tiles per channel
+# (shape, channels_last, tile): ragged last tiles along both tile axes, in both layouts
+RAGGED = [((37, 5), False, 16), ((5, 3, 7), False, 16), ((3, 5, 6, 7), False, 32),
+          ((3, 5, 6, 7), True, 32), ((5, 9, 3, 3), True, 16), ((70, 130), False, 4096)]
 
 
 def _inputs(shape, dtype, seed=0, loc=0.0, scale=1.0):
@@ -34,14 +45,131 @@ def _triton_bn(x, w, b):
     return K.TritonBatchNormFunction.apply(x, w, b, 1e-5)[0]
 
 
+def _kernels(x, w, b, dy, **kw):
+    y, mu, var, inv_std = K.batchnorm_forward(x, w, b, **kw)
+    dx, dgamma, dbeta = K.batchnorm_backward(dy, x, mu, inv_std, w, **kw)
+    return y, dx, dgamma, dbeta
+
+
+def _close(ours, ref, tol):
+    for name, a, r in zip(("y", "dx", "dgamma", "dbeta"), ours, ref):
+        assert a.shape == r.shape, name
+        a, r = a.double(), r.double()
+        assert (a - r).abs().max() <= tol * (1 + r.abs().max()), (name, float((a - r).abs().max()))
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
 def test_forward_and_backward_match_pytorch(shape, dtype, tol):
     x, w, b, dy = _inputs(shape, dtype)
     ours, ref = _grads(_triton_bn, x, w, b, dy), _grads(_torch_bn, x, w, b, dy)
+    for a, r in zip(ours, ref):
+        assert a.dtype == r.dtype
+    _close(ours, ref, tol)
+
+
+@pytest.mark.parametrize("shape, channels_last, tile", RAGGED)
+def test_ragged_tiles_both_layouts_match_pytorch_and_scratch(shape, channels_last, tile):
+    x, w, b, dy = _inputs(shape, torch.float64, loc=3.0)
+    if channels_last:
+        x, dy = (t.to(memory_format=torch.channels_last) for t in (x, dy))
+    plan = launch_plan(shape, channels_last, tile)
+    if shape != (70, 130):   # the tile does not divide the sizes: masked lanes in the last tiles
+        assert plan.block_a * math.ceil(plan.N * (plan.L if plan.layout == "nlc" else 1) / plan.block_a) > (
+            plan.N * (plan.L if plan.layout == "nlc" else 1)) or plan.block_b * plan.grid[1] > (
+            plan.C if plan.layout == "nlc" else plan.L)
+    ours = _kernels(x, w, b, dy, tile=tile)
+    _close(ours, _grads(_torch_bn, x, w, b, dy), 1e-12)
+    if channels_last:   # the output keeps the input's memory format
+        assert ours[0].is_contiguous(memory_format=torch.channels_last)
+        assert ours[1].is_contiguous(memory_format=torch.channels_last)
+    if len(shape) in (2, 4):   # bnlib.scratch takes (N, D) and (N, C, H, W)
+        xn, wn, bn, dyn = (t.cpu().numpy() for t in (x, w, b, dy))
+        y_ref, cache = scratch.batchnorm_forward(xn, wn, bn, 1e-5)
+        dx_ref, dg_ref, db_ref = scratch.batchnorm_backward(dyn, cache)
+        for a, r in zip(ours, (y_ref, dx_ref, dg_ref, db_ref)):
+            assert np.abs(a.cpu().numpy() - r).max() <= 1e-12 * (1 + np.abs(r).max())
+
+
+def test_the_int64_path_computes_the_same():
+    x, w, b, dy = _inputs((3, 5, 6, 7), torch.float64)
+    for channels_last in (False, True):
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        xs, dys = x.to(memory_format=fmt), dy.to(memory_format=fmt)
+        a = _kernels(xs, w, b, dys, tile=32)
+        c = _kernels(xs, w, b, dys, tile=32, force_int64=True)
+        assert all(torch.equal(p, q) for p, q in zip(a, c))
+        assert launch_plan(x.shape, channels_last, 32, force_int64=True).int64
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_accumulates_in_float32(dtype):
+    # the same rounded inputs, computed in float64: the kernels' error is the output rounding only
+    x, w, b, dy = _inputs((6, 3, 5, 5), dtype, loc=2.0)
+    ours = _kernels(x, w, b, dy, tile=64)
+    assert ours[0].dtype == dtype and ours[2].dtype == torch.float32      # dgamma in float32
+    ref = _grads(_torch_bn, *(t.double() for t in (x, w, b, dy)))
+    eps = torch.finfo(dtype).eps
     for name, a, r in zip(("y", "dx", "dgamma", "dbeta"), ours, ref):
-        assert a.dtype == r.dtype and a.shape == r.shape, name
-        assert (a - r).abs().max() <= tol * (1 + r.abs().max()), name
+        err = float((a.double() - r).abs().max() / (1 + r.abs().max()))
+        assert err < 2 * eps, (name, err)
+
+
+def test_eval_kernel_matches_pytorch_in_every_layout():
+    for shape, channels_last, tile in RAGGED:
+        x, w, b, _ = _inputs(shape, torch.float32)
+        if channels_last:
+            x = x.to(memory_format=torch.channels_last)
+        C = shape[1]
+        mean, var = torch.randn(C).to(DEVICE), (0.5 + torch.rand(C)).to(DEVICE)
+        y = K.eval_batch_norm(x, mean, var, w, b, 1e-5, tile=tile)
+        ref = torch.nn.functional.batch_norm(x, mean, var, w, b, False, 0.0, 1e-5)
+        assert torch.allclose(y, ref, atol=1e-5), shape
+        assert torch.equal(y, K.eval_batch_norm(x, mean, var, w, b, 1e-5, tile=tile, force_int64=True))
+        assert torch.allclose(K.eval_batch_norm(x, mean, var, None, None, 1e-5, tile=tile),
+                              torch.nn.functional.batch_norm(x, mean, var, None, None, False), atol=1e-5)
+
+
+# --- the launch plan: pure shape arithmetic, so sizes past 2**31 cost nothing ----------------------
+
+def test_launch_plan_covers_the_tensor_with_contiguous_tiles():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        shape = tuple(int(s) for s in rng.integers(1, 300, size=rng.integers(2, 5)))
+        channels_last = bool(rng.integers(2)) and len(shape) == 4
+        tile = int(2 ** rng.integers(4, 13))
+        p = launch_plan(shape, channels_last, tile)
+        N, C, L = shape[0], shape[1], math.prod(shape[2:])
+        assert p.block_a * p.block_b <= tile and p.block_b & (p.block_b - 1) == 0
+        if p.layout == "nlc":        # rows of C channels: every element in exactly one tile
+            assert p.grid[0] * p.block_a >= N * L > (p.grid[0] - 1) * p.block_a
+            assert p.grid[1] * p.block_b >= C > (p.grid[1] - 1) * p.block_b
+        else:                         # one channel per grid column, tiles of examples x positions
+            gl = math.ceil(L / p.block_b)
+            assert p.grid == (math.ceil(N / p.block_a) * gl, C)
+        assert p.partials == p.grid[0] and p.max_offset >= N * C * L - 1
+        assert p.int64 == (p.max_offset > INT32_MAX)
+
+
+def test_int64_is_chosen_exactly_when_an_offset_passes_int32():
+    # (2**15, 2**16): 2**31 elements, the last at offset 2**31 - 1, tiles divide evenly: int32 suffices
+    exact = launch_plan((2**15, 2**16))
+    assert exact.max_offset == INT32_MAX and not exact.int64
+    assert launch_plan((2**15 + 1, 2**16)).int64                     # one row more
+    # ResNet-50's first BN at batch 256 (206M values): int32; at batch 4096 (3.3G values): int64
+    assert not launch_plan((256, 64, 112, 112)).int64
+    assert launch_plan((4096, 64, 112, 112)).int64
+    assert launch_plan((4096, 64, 112, 112), channels_last=True).int64
+    # a ragged last tile: masked lanes past the end can overflow even when the data fit
+    n = (INT32_MAX + 1) // 1024 - 1          # N * 1024 just below 2**31 ...
+    p = launch_plan((n, 1, 1000), tile=DEFAULT_TILE)
+    assert n * 1000 - 1 <= INT32_MAX
+    assert p.max_offset >= n * 1000 - 1
+    # one program per tile: the 64-channel layer has hundreds of programs, not 64
+    big = launch_plan((256, 64, 56, 56))
+    assert big.programs >= 100 * 64 and big.partial_bytes < 1e-3 * 256 * 64 * 56 * 56 * 4
+    with pytest.raises(ValueError, match="power of two"):
+        launch_plan((4, 3), tile=100)
 
 
 def test_statistics_and_affine_none():
