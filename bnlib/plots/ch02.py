@@ -197,3 +197,42 @@ def diagnostics_panels(recorder, *, step: int | None = None, title: str = "", ax
     for ax in axes:
         ax.legend(fontsize=7, loc="best")
     return finish(fig, title, fontsize=None)
+
+
+def init_scale_figure(scales, acc: Mapping[str, np.ndarray], loss: Mapping[str, np.ndarray] | None = None, *,
+                      colors: Mapping[str, str] | None = None, labels: Mapping[str, str] | None = None,
+                      tolerance: float | None = None, axes=None, title: str = ""):
+    """Chapter 2: the init-scale sweep.  ``acc[arm]`` and ``loss[arm]`` are (seeds, scales)
+    arrays; each arm is drawn as its mean over seeds (line with dots) and, with several
+    seeds, every seed as a thin line.  Left: final test accuracy against the weight scale
+    (log axis; with ``tolerance``, a dotted line ``tolerance`` below each arm's best mean);
+    right (if ``loss``): the final training loss (log axis)."""
+    colors, labels = dict(colors or {}), dict(labels or {})
+    if axes is None:
+        fig, axes = plt.subplots(1, 2 if loss is not None else 1, figsize=(10 if loss is not None else 5.5, 3.6))
+        axes = np.atleast_1d(axes)
+    fig = axes[0].figure
+    scales = np.asarray(scales)
+    for arm, a in acc.items():
+        a = np.atleast_2d(a)
+        c, lab = colors.get(arm), labels.get(arm, arm)
+        for row in a if len(a) > 1 else []:
+            axes[0].plot(scales, row, color=c, lw=0.5, alpha=0.4)
+        axes[0].plot(scales, a.mean(axis=0), "o-", ms=3, color=c,
+                     label=lab + (f" (mean of {len(a)} seeds)" if len(a) > 1 else ""))
+        if tolerance is not None:
+            best = a.mean(axis=0).max()
+            axes[0].axhline(best - tolerance, color=c, ls=":", lw=1,
+                            label=f"{lab}: {tolerance * 100:.0f} points below its best")
+    axes[0].axhline(0.1, color="0.5", ls="--", lw=0.8, label="chance (10 classes)")
+    axes[0].set(xscale="log", xlabel="weight scale (std of the initial weights)", ylabel="final test accuracy",
+                ylim=(0, 1))
+    axes[0].legend(fontsize=7, loc="lower center")
+    if loss is not None and len(axes) > 1:
+        for arm, v in loss.items():
+            v = np.atleast_2d(v)
+            axes[1].plot(scales, np.nanmean(v, axis=0), "o-", ms=3, color=colors.get(arm),
+                         label=labels.get(arm, arm))
+        axes[1].set(xscale="log", yscale="log", xlabel="weight scale", ylabel="final training loss")
+        axes[1].legend(fontsize=7)
+    return finish(fig, title, fontsize=None)
