@@ -247,3 +247,133 @@ def weight_norm_growth(steps: Sequence[int], norms: Mapping[str, np.ndarray], *,
         plain_log_ticks(ax)
     axes[0].legend(fontsize=8, loc="center right")
     return finish(fig, title)
+
+
+def sweep_figure(points: Mapping[str, Mapping[str, Sequence]], *, title: str = ""):
+    """Chapter 7's sign-flip sweep: BN minus no BN against the learning rate, one panel per quantity.
+
+    ``points[quantity][arch]`` is a list of ``(lr, mean, low, high, resolved)``
+    (``low``/``high`` may equal ``mean`` for a single seed).  A filled marker is a
+    difference whose interval excludes zero, an open one an unresolved one; the
+    zero line is drawn and labelled.
+    """
+    qs = list(points)
+    fig, axes = plt.subplots(1, len(qs), figsize=(3.6 * len(qs), 3.3), squeeze=False)
+    for ax, q in zip(axes[0], qs):
+        for k, (arch, rows) in enumerate(points[q].items()):
+            if not rows:
+                continue
+            c = _OTHER[k % len(_OTHER)]
+            lr, mean, low, high, res = (np.array(v, dtype=float) for v in zip(*rows))
+            ax.plot(lr, mean, color=c, lw=1, label=arch)
+            ax.errorbar(lr, mean, yerr=[mean - low, high - mean], fmt="none", ecolor=c, capsize=3)
+            for xi, yi, r in zip(lr, mean, res):
+                ax.plot(xi, yi, "o", color=c, mfc=c if r else "white", ms=6)
+        ax.axhline(0, color="0.4", lw=0.8, ls=":")
+        ax.annotate("no difference", xy=(0.02, 0.0), xycoords=("axes fraction", "data"), fontsize=7,
+                    color="0.4", va="bottom")
+        ax.set_xscale("log")
+        plain_log_ticks(ax, "x")
+        ax.set(xlabel="learning rate", title=q)
+        ax.legend(fontsize=7, loc="best")
+    axes[0][0].set_ylabel("BN − no BN")
+    return finish(fig, title)
+
+
+def grad_explosion_figure(depths: Sequence[int], first: Mapping[str, np.ndarray],
+                          profile: Mapping[str, np.ndarray], *, labels: Mapping[str, str], title: str = ""):
+    """Chapter 7, Yang et al.: (a) the first layer's gradient norm against depth at initialisation;
+    (b) every layer's gradient norm in the deepest network (log y axes, one per panel)."""
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.5))
+    for key in first:
+        axes[0].plot(depths, first[key], "o-", color=_ch7_color(key), label=labels.get(key, key))
+        axes[1].plot(np.arange(1, len(profile[key]) + 1), profile[key], ".-", color=_ch7_color(key),
+                     label=labels.get(key, key))
+    axes[0].set(xlabel="hidden layers (depth)", ylabel="‖∂L/∂W₁‖ at initialisation", yscale="log",
+                title="(a) first layer's gradient vs depth")
+    axes[1].set(xlabel="weight layer (1 = input side)", ylabel="‖∂L/∂W_l‖", yscale="log",
+                title=f"(b) every layer, depth {max(depths)}")
+    for ax in axes:
+        plain_log_ticks(ax, "y")
+        ax.legend(fontsize=8, loc="best")
+    return finish(fig, title)
+
+
+def hessian_spectrum_figure(spectra: Mapping[str, Mapping[str, np.ndarray]], *, labels: Mapping[str, str],
+                            title: str = ""):
+    """Chapter 7, Ghorbani et al.: the top Hessian eigenvalues by rank, divided by the k-th
+    (scale-free), at initialisation and after training; one shared log y axis."""
+    stages = [s for s in ("init", "trained") if any(s in v for v in spectra.values())]
+    fig, axes = plt.subplots(1, len(stages), figsize=(4.6 * len(stages), 3.5), sharey=True, squeeze=False)
+    styles = {"plain": "o-", "bn": "s-", "bn_eval": "^--"}
+    colors = {"plain": COLORS["plain"], "bn": COLORS["bn"], "bn_eval": _OTHER[0]}
+    for ax, stage in zip(axes[0], stages):
+        for key, v in spectra.items():
+            if stage not in v:
+                continue
+            ev = np.asarray(v[stage], dtype=float)
+            ax.plot(np.arange(1, len(ev) + 1), ev / ev[-1], styles.get(key, "o-"), color=colors.get(key),
+                    label=labels.get(key, key), ms=4)
+        ax.set(xlabel="rank i", title=f"({'ab'[stages.index(stage)]}) {'at step 0' if stage == 'init' else 'after training'}",
+               yscale="log")
+        plain_log_ticks(ax, "y")
+        ax.legend(fontsize=8, loc="upper right")
+    axes[0][0].set_ylabel("λᵢ / λ_k")
+    return finish(fig, title)
+
+
+def nf_training_figure(acc: Mapping[str, tuple], loss: Mapping[str, np.ndarray], *,
+                       labels: Mapping[str, str], title: str = ""):
+    """Chapter 7, normalisation-free training: (a) test accuracy, (b) training loss (100-step means, log y)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    colors = {"plain": COLORS["plain"], "bn": COLORS["bn"], "skipinit": _OTHER[1], "nf": _OTHER[2],
+              "nf_agc": _OTHER[0]}
+    for key in acc:
+        c = colors.get(key)
+        axes[0].plot(*acc[key], "o-", color=c, ms=3, label=labels.get(key, key))
+        values = np.asarray(loss[key], dtype=float)
+        if len(values):
+            w = max(1, min(100, len(values) // 5))
+            axes[1].plot(np.arange(w, len(values) + 1), _window_mean(values, w), color=c, label=labels.get(key, key))
+    axes[0].axhline(0.1, color="0.5", lw=0.8, ls=":")
+    axes[0].annotate("chance", xy=(0.02, 0.1), xycoords=("axes fraction", "data"), fontsize=7, color="0.4",
+                     va="bottom")
+    axes[0].set(xlabel="training step", ylabel="test accuracy", title="(a) test accuracy", ylim=(0, 1))
+    axes[1].set(xlabel="training step", ylabel="training loss (moving mean)", yscale="log",
+                title="(b) training loss")
+    plain_log_ticks(axes[1], "y")
+    axes[0].legend(fontsize=7, loc="lower right")
+    return finish(fig, title)
+
+
+def weight_decay_figure(steps: Sequence[int], norm: Mapping[str, np.ndarray], eff_lr: Mapping[str, np.ndarray],
+                        angle: Mapping[str, np.ndarray] | None = None, *, predicted_angle: float | None = None,
+                        labels: Mapping[str, str], bands: Mapping[str, tuple] | None = None, title: str = ""):
+    """Chapter 7, weight decay and the effective learning rate: (a) mean ||w_j||, (b) mean lr/||w_j||^2,
+    (c) mean angle turned per step with the equilibrium prediction sqrt(2 lr wd) labelled.
+    ``bands[key] = (low, high)`` arrays for (b) draw a 95% band (multi-seed)."""
+    n = 3 if angle is not None else 2
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4))
+    colors = {"no_wd": COLORS["plain"], "wd": COLORS["bn"]}
+    for key in norm:
+        c, lab = colors.get(key), labels.get(key, key)
+        axes[0].plot(steps, norm[key], color=c, label=lab)
+        axes[1].plot(steps, eff_lr[key], color=c, label=lab)
+        if bands and key in bands:
+            axes[1].fill_between(steps, *bands[key], color=c, alpha=0.2, lw=0)
+        if angle is not None:
+            axes[2].plot(steps[1:], np.asarray(angle[key])[1:], color=c, label=lab)
+    axes[0].set(xlabel="training step", ylabel="mean ‖w_j‖", title="(a) weight norm")
+    axes[1].set(xlabel="training step", ylabel="mean lr / ‖w_j‖²", yscale="log", title="(b) effective learning rate")
+    plain_log_ticks(axes[1], "y")
+    if angle is not None:
+        if predicted_angle:
+            axes[2].axhline(predicted_angle, color="0.3", ls="--", lw=1)
+            axes[2].annotate("√(2·lr·wd)", xy=(0.98, predicted_angle), xycoords=("axes fraction", "data"),
+                             ha="right", va="bottom", fontsize=8, color="0.3")
+        axes[2].set(xlabel="training step", ylabel="angle per step (rad)", yscale="log",
+                    title="(c) how far w_j turns per step")
+        plain_log_ticks(axes[2], "y")
+    for ax in axes:
+        ax.legend(fontsize=7, loc="best")
+    return finish(fig, title)
