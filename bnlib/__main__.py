@@ -1,4 +1,4 @@
-"""Command line: ``python -m bnlib {list, run, reproduce, results, audit, bench, student, grade}``.
+"""Command line: ``python -m bnlib {list, run, reproduce, results, audit, bench, student, tag, grade}``.
 
 * ``list``                      the experiments, one line each
 * ``run NAME --scale S ...``    run one experiment, write NAME.json and NAME.png
@@ -8,7 +8,9 @@
 * ``bench``                     time BN forward+backward: NumPy vs PyTorch (chapter 3);
                                 ``--device cuda``: PyTorch vs Triton on a GPU (chapter 8)
 * ``student SRC DST``           write the student version of the notebooks (no solutions)
-* ``grade NOTEBOOK...``         run notebooks and count the exercise checks that pass
+* ``tag [PATHS]``                write nbgrader's cell metadata (``--check``: only check it)
+* ``grade SUBMISSION...``       grade students' notebooks against the instructor's (``score: P/T``);
+                                a folder of per-student folders gives grades.csv and feedback/
 
 Bad arguments give a one-line error and exit status 2, never a traceback.
 """
@@ -167,10 +169,23 @@ def _cmd_bench(args) -> int:
     if device == "cuda":  # chapter 8: PyTorch, cuDNN and the Triton kernels on the GPU
         from bnlib.kernels import bench as gpu_bench
 
-        return gpu_bench.main("cuda", repeats=args.repeats)
+        if args.json:
+            _check_writable_dir(Path(args.json).parent, "--json")
+        return gpu_bench.main("cuda", repeats=args.repeats, json_path=args.json, shapes=args.shapes)
+    if args.json:
+        raise CLIError("--json writes the GPU bench (chapter 8): use it with --device cuda")
     from bnlib import bench
 
     return bench.main(repeats=args.repeats)
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _cmd_student(args) -> int:
@@ -181,7 +196,7 @@ def _cmd_student(args) -> int:
         raise CLIError(f"SRC {src} is not a folder of notebooks")
     if dst.exists() and not dst.is_dir():
         raise CLIError(f"DST {dst} is a file, not a folder")
-    if dst.resolve() == src.resolve():
+    if _same_folder(src, dst):
         raise CLIError(f"DST {dst} is SRC: the student version would overwrite the solutions")
     if dst.is_dir() and any(dst.iterdir()) and not args.force:
         raise CLIError(f"DST {dst} exists and is not empty: pass --force to overwrite its notebooks")
@@ -195,10 +210,32 @@ def _cmd_student(args) -> int:
     return 0
 
 
-def _cmd_grade(args) -> int:
-    from bnlib.exercises import grade
+def _cmd_tag(args) -> int:
+    from bnlib.exercises.nbgrader import tag_files
 
-    for path in map(Path, args.notebooks):
+    try:
+        changed = tag_files(args.paths, check=args.check)
+    except FileNotFoundError as err:
+        raise CLIError(str(err)) from None
+    except Exception as err:   # a file that is not a notebook
+        raise CLIError(f"cannot tag: {type(err).__name__}: {err}") from None
+    for path in changed:
+        print(f"{'not tagged' if args.check else 'tagged'}: {path}")
+    if args.check and changed:
+        print(f"{len(changed)} notebook(s) lack nbgrader metadata: run python -m bnlib tag "
+              + " ".join(args.paths), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_grade(args) -> int:
+    from bnlib.exercises.grading import GradingError, grade_folder, grade_notebook
+
+    if args.source is not None and not Path(args.source).is_dir():
+        raise CLIError(f"--source {args.source} is not a folder")
+    for path in map(Path, args.submissions):
+        if path.is_dir():
+            continue
         if not path.is_file():
             raise CLIError(f"no such notebook: {path}")
         try:
@@ -207,21 +244,29 @@ def _cmd_grade(args) -> int:
             nbformat.read(path, as_version=4)
         except Exception as err:   # not JSON, not a notebook
             raise CLIError(f"{path} is not a readable notebook ({type(err).__name__})") from None
-    from jupyter_client.kernelspec import NoSuchKernel
-
+    options = {"timeout": args.timeout, "notebook_timeout": args.notebook_timeout,
+               "memory_gb": args.memory or None}
     total_passed = total = 0
-    for path in args.notebooks:
+    for path in map(Path, args.submissions):
         try:
-            passed, count, lines = grade(path, timeout=args.timeout)
-        except NoSuchKernel as err:
-            raise CLIError(f"{path}: no Jupyter kernel named {err.args[0]!r} "
-                           "(the notebook's metadata.kernelspec.name)") from None
-        print(f"{path}")
-        for line in lines:
-            print(f"  {line}")
-        print(f"  score: {passed}/{count}")
-        total_passed, total = total_passed + passed, total + count
-    if len(args.notebooks) > 1:
+            if path.is_dir():
+                graded, csv_path = grade_folder(path, args.source, args.out, **options)
+                for student, grade in graded:
+                    if isinstance(grade, str):
+                        print(f"{student}: {grade}")
+                        continue
+                    print(f"{student}: {grade.report()}")
+                    total_passed, total = total_passed + grade.score, total + grade.total
+                print(f"wrote {csv_path} and {csv_path.parent / 'feedback'}/STUDENT.txt")
+                continue
+            grade = grade_notebook(path, args.source, **options)
+        except GradingError as err:
+            raise CLIError(str(err)) from None
+        except Exception as err:   # never a traceback: say what failed, in one line
+            raise CLIError(f"grading {path} failed: {type(err).__name__}: {err}") from None
+        print(grade.report(), flush=True)
+        total_passed, total = total_passed + grade.score, total + grade.total
+    if len(args.submissions) > 1:
         print(f"total: {total_passed}/{total}")
     return 0
 
@@ -266,6 +311,10 @@ def main(argv: list[str] | None = None) -> int:
                                          "(chapter 3), or PyTorch vs Triton on a GPU (chapter 8)")
     bench.add_argument("--repeats", type=_positive, default=20)
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    bench.add_argument("--json", default=None, metavar="PATH",
+                       help="with --device cuda: write the results as JSON (chapter 8 reads results/gpu/*.json)")
+    bench.add_argument("--shapes", default="all", choices=["book", "resnet50", "all"],
+                       help="with --device cuda: which shapes to time (default all)")
     bench.set_defaults(func=_cmd_bench)
 
     student = sub.add_parser("student", help="write notebooks without solutions")
@@ -275,10 +324,25 @@ def main(argv: list[str] | None = None) -> int:
                          help="overwrite the notebooks of a DST that is not empty")
     student.set_defaults(func=_cmd_student)
 
-    grade = sub.add_parser("grade", help="run notebooks and count the checks that pass")
-    grade.add_argument("notebooks", nargs="+")
+    tag = sub.add_parser("tag", help="write nbgrader's cell metadata into notebooks")
+    tag.add_argument("paths", nargs="*", default=["chapters"])
+    tag.add_argument("--check", action="store_true",
+                     help="change nothing; exit 1 if a notebook is not tagged up to date")
+    tag.set_defaults(func=_cmd_tag)
+
+    grade = sub.add_parser("grade", help="grade students' notebooks against the instructor's")
+    grade.add_argument("submissions", nargs="+", metavar="SUBMISSION",
+                       help="a notebook, or a folder with one sub-folder of notebooks per student")
+    grade.add_argument("--source", default=None,
+                       help="folder of the instructor's notebooks (default: chapters/)")
     grade.add_argument("--timeout", type=_positive, default=600,
                        help="seconds a cell may run before it is stopped (default 600)")
+    grade.add_argument("--notebook-timeout", type=_positive, default=None,
+                       help="seconds a whole notebook may run (default: 4 x --timeout, at least 3600)")
+    grade.add_argument("--memory", type=float, default=8.0,
+                       help="address-space limit of the grading process in GiB (default 8; 0: none)")
+    grade.add_argument("--out", default=None,
+                       help="where a folder's grades.csv and feedback/ go (default: the folder)")
     grade.set_defaults(func=_cmd_grade)
 
     args = parser.parse_args(argv)
