@@ -132,3 +132,54 @@ def test_predicted_iterations_rejects_wrong_answers(wrong, hint):
     fb = ch01.check_predicted_iterations(wrong)
     assert not fb.passed
     assert hint in fb.message, fb.message
+
+
+# --- 1.4 diagnose (new) ----------------------------------------------------------
+
+def _diagnose_right(z, activation):
+    z = np.asarray(z, dtype=float)
+    finite = np.isfinite(z)
+    zf = np.where(finite, z, 0.0)
+    a = np.tanh(zf) if activation == "tanh" else 1 / (1 + np.exp(-zf))
+    slope = 1 - a * a if activation == "tanh" else a * (1 - a)
+    low = (slope < 0.01) & finite
+    whole = finite.all(axis=0)
+    return low.sum() / finite.sum(), (low.all(axis=0) & whole).sum() / whole.sum(), 1 - finite.mean()
+
+
+def test_diagnose_accepts_right_answer():
+    from bnlib.exercises import ch01 as c1
+    fb = c1.check_diagnose(_diagnose_right)
+    assert fb.passed, fb.message
+
+
+def test_diagnose_rejects_wrong_answers():
+    from bnlib.exercises import ch01 as c1
+
+    def nan_is_dead(z, act):                     # treats a NaN unit as dead
+        s, d, n = _diagnose_right(z, act)
+        z = np.asarray(z)
+        a = np.tanh(z) if act == "tanh" else 1 / (1 + np.exp(-z))
+        with np.errstate(invalid="ignore"):
+            slope = 1 - a * a if act == "tanh" else a * (1 - a)
+        return s, np.mean((~(slope >= 0.01)).all(axis=0)), n
+
+    def abs_099(z, act):                         # |a| > 0.99 instead of slope < 0.01
+        s, d, n = _diagnose_right(z, act)
+        z = np.asarray(z)
+        f = np.isfinite(z)
+        a = np.tanh(z[f]) if act == "tanh" else 1 / (1 + np.exp(-z[f]))
+        off = np.abs(a) > 0.99 if act == "tanh" else (a < 0.01) | (a > 0.99)
+        return off.mean(), d, n
+
+    fitted = _diagnose_right(np.zeros((3, 3)), "tanh")
+    for wrong, hint in ((lambda z, a: None, "return statement"), (nan_is_dead, "diverged"),
+                        (abs_099, "slope"), (lambda z, a: fitted, "expected"), (_todo_any, None)):
+        fb = c1.check_diagnose(wrong)
+        assert not fb.passed
+        if hint:
+            assert hint in fb.message, fb.message
+
+
+def _todo_any(*args):
+    raise NotImplementedError

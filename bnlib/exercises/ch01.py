@@ -202,3 +202,84 @@ def check_predicted_iterations(predicted_iterations: Callable[[np.ndarray, float
                 f"{got} steps and gradient descent takes {gd['iterations']}")
 
     return report(run_check("exercise 1.3 predicted_iterations", body))
+
+
+# --- exercise 1.4 --------------------------------------------------------------
+
+def diagnose_reference(z: np.ndarray, activation: str) -> tuple[float, float, float]:
+    """(saturated, dead, nonfinite) of a tanh or sigmoid layer's pre-activations ``z``
+    (examples x units), with the book's definition: slope g'(z) < 0.01, over finite values."""
+    z = np.asarray(z, dtype=float)
+    finite = np.isfinite(z)
+    a = np.tanh(np.where(finite, z, 0.0)) if activation == "tanh" else \
+        1.0 / (1.0 + np.exp(-np.clip(np.where(finite, z, 0.0), -500, 500)))
+    slope = 1.0 - a * a if activation == "tanh" else a * (1.0 - a)
+    low = (slope < 0.01) & finite
+    saturated = float(low.sum() / finite.sum()) if finite.any() else float("nan")
+    whole = finite.all(axis=0)
+    dead = float((low.all(axis=0) & whole).sum() / whole.sum()) if whole.any() else float("nan")
+    return saturated, dead, float(1.0 - finite.mean())
+
+
+def check_diagnose(diagnose: Callable[[np.ndarray, str], tuple]) -> Feedback:
+    """Exercise 1.4: ``diagnose(z, activation) -> (saturated, dead, nonfinite)``."""
+
+    def body() -> str:
+        from bnlib.exercises import check_rng
+
+        rng = check_rng(104)
+        for case in range(4):
+            act = ("tanh", "sigmoid")[case % 2]
+            n, units = int(rng.integers(40, 120)), int(rng.integers(8, 20))
+            z = rng.normal(0.0, rng.uniform(1.0, 6.0), size=(n, units))
+            n_dead = int(rng.integers(1, 4))
+            cols = rng.choice(units, size=n_dead + 2, replace=False)
+            z[:, cols[:n_dead]] = rng.choice([-1.0, 1.0], size=(n, n_dead)) * rng.uniform(8, 30, (n, n_dead))
+            if case >= 1:              # a diverged unit: NaN and inf, to be counted apart
+                z[rng.choice(n, size=3, replace=False), cols[n_dead]] = np.nan
+                z[rng.integers(n), cols[n_dead + 1]] = np.inf
+            expected = reference = diagnose_reference(z, act)
+            got = diagnose(z.copy(), act)
+            if got is None:
+                raise ExerciseError("diagnose returned None - did you forget a return statement?")
+            if not isinstance(got, (tuple, list)) or len(got) != 3:
+                raise ExerciseError("diagnose should return a triple (saturated, dead, nonfinite)")
+            labels = ("saturated", "dead", "nonfinite")
+            values = [expect_scalar(f"{labels[i]} (case {case + 1}, {act})", got[i]) for i in range(3)]
+            for i, (g, e) in enumerate(zip(values, expected)):
+                if abs(g - e) <= 1e-9:
+                    continue
+                hint = ""
+                finite = np.isfinite(z)
+                if i == 0:
+                    a = np.tanh(z) if act == "tanh" else 1 / (1 + np.exp(-z))
+                    off = np.abs(a) > 0.99 if act == "tanh" else (a < 0.01) | (a > 0.99)
+                    if abs(g - off[finite].mean()) < 1e-9:
+                        hint = " - that counts |a| near its limits; the book's definition is slope g'(z) < 0.01"
+                    elif abs(g - ((1 - a * a if act == "tanh" else a * (1 - a)) < 0.01).mean()) < 1e-9 or \
+                            abs(g - (e * finite.sum() / finite.size)) < 1e-9:
+                        hint = " - divide by the number of finite values, not by all values"
+                    elif act == "sigmoid" and abs(g - reference_tanh_share(z)) < 1e-9:
+                        hint = " - that is tanh's slope; the sigmoid's is a (1 - a)"
+                elif i == 1:
+                    with np.errstate(invalid="ignore"):
+                        a = np.tanh(z) if act == "tanh" else 1 / (1 + np.exp(-z))
+                        slope = 1 - a * a if act == "tanh" else a * (1 - a)
+                    if abs(g - np.mean(~(slope >= 0.01)).round(12)) < 1e-9 or \
+                            abs(g - np.mean((~(slope >= 0.01)).all(axis=0))) < 1e-9:
+                        hint = " - a unit with NaN or inf values is diverged, not dead: leave it out"
+                    elif abs(g - e * finite.all(axis=0).sum() / units) < 1e-9:
+                        hint = " - divide by the number of units whose values are all finite"
+                raise ExerciseError(f"case {case + 1} ({act}): {labels[i]} is {g:.6g}, expected {e:.6g}{hint}")
+        return ("saturated (slope < 0.01, finite values), dead units and the non-finite share are right "
+                f"(last case: {values[0]:.1%} saturated, {values[1]:.0%} of units dead)")
+
+    return report(run_check("exercise 1.4 diagnose", body, blocks=(
+        "bnlib.diagnostics:activation_stats",)))
+
+
+def reference_tanh_share(z: np.ndarray) -> float:
+    """Share of finite z with tanh'(z) < 0.01 (used to name a wrong-slope mistake)."""
+    finite = np.isfinite(z)
+    t = np.tanh(z[finite])
+    return float(np.mean(1 - t * t < 0.01))
