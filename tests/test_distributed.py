@@ -199,3 +199,40 @@ def test_bad_input_gives_clear_errors():
         SyncBatchNormFunction.apply(torch.tensor([[1.0], [float("nan")]]), None, None, 1e-5, None)
     with pytest.raises(TypeError, match="torch.nn.Module"):
         convert_sync_batchnorm("not a model")
+
+
+def test_wire_bytes_of_both_designs(monkeypatch):
+    from bnlib.torch import distributed as D
+
+    # bnlib's forward: two all-reduces in float64 (C + 1, then C numbers); torch's: one all-gather of 2C + 1
+    assert D.collectives(64, "bnlib")["forward"] == [("all_reduce", 65, 8), ("all_reduce", 64, 8)]
+    assert D.collectives(64, "torch")["forward"] == [("all_gather", 129, 4)]
+    assert D.collectives(64, "bnlib")["backward"] == D.collectives(64, "torch")["backward"] == [("all_reduce", 128, 4)]
+    two, eight = D.wire_bytes(64, 2, "bnlib"), D.wire_bytes(64, 8, "bnlib")
+    assert two["forward_bytes"] == (65 + 64) * 8 and eight["forward_bytes"] == 2 * 7 / 8 * (65 + 64) * 8
+    assert D.wire_bytes(64, 2, "torch")["forward_bytes"] == 129 * 4
+    assert D.wire_bytes(64, 8, "torch")["forward_bytes"] == 7 * 129 * 4
+    # the all-gather grows with the ranks, the all-reduces do not: equal at 4 ranks, torch sends more beyond
+    for k in (2, 3):
+        assert D.wire_bytes(64, k, "torch")["forward_bytes"] < D.wire_bytes(64, k, "bnlib")["forward_bytes"]
+    assert D.wire_bytes(64, 4, "torch")["forward_bytes"] == D.wire_bytes(64, 4, "bnlib")["forward_bytes"]
+    for k in (8, 64):
+        assert D.wire_bytes(64, k, "torch")["forward_bytes"] > D.wire_bytes(64, k, "bnlib")["forward_bytes"]
+    assert two["forward_collectives"] == 2 and D.wire_bytes(64, 2, "torch")["forward_collectives"] == 1
+    assert D.wire_bytes(64, 1, "bnlib")["forward_bytes"] == 0
+    with pytest.raises(ValueError, match="design"):
+        D.collectives(8, "nccl")
+
+
+def test_the_function_issues_the_collectives_it_is_said_to(monkeypatch):
+    from bnlib.torch import distributed as D
+
+    sent = []
+    monkeypatch.setattr(D, "_all_reduce_sum", lambda t, group=None: sent.append((t.numel(), t.element_size())) or t)
+    x = torch.randn(6, 5, 3, 3, requires_grad=True)
+    y = D.SyncBatchNormFunction.apply(x, torch.ones(5, requires_grad=True), torch.zeros(5), 1e-5, None)
+    forward = list(sent)
+    torch.autograd.grad(y.sum(), x)
+    expected = D.collectives(5, "bnlib")
+    assert forward == [(n, b) for _, n, b in expected["forward"]]
+    assert sent[len(forward):] == [(n, b) for _, n, b in expected["backward"]]

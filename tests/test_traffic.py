@@ -32,3 +32,31 @@ def test_backward_inside_the_block_is_traced():
     assert any("batch_norm_backward" in n for n in names), names
     table = trace.table(x)
     assert table.splitlines()[0].split() == ["op", "reads", "writes"] and "total" in table.splitlines()[-1]
+
+
+def test_cpu_gap_probes_compute_batch_norm_and_time_in_turn():
+    import pytest
+
+    from bnlib.torch import cpu_gap
+
+    shape = (4, 3, 5, 5)
+    probes = cpu_gap.gap_probes(shape)
+    assert set(probes) == set(cpu_gap.PROBE_PASSES)
+    y_out = probes["bn forward, out= buffers"]()[0]
+    y_fresh = probes["bn forward, fresh output"]()[0]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g)
+    torch.randn(shape, generator=g)
+    w, b = 1 + 0.1 * torch.randn(3, generator=g), 0.1 * torch.randn(3, generator=g)
+    ref = torch.nn.functional.batch_norm(x, None, None, w, b, True, 0.0, 1e-5)
+    assert torch.allclose(y_out, ref, atol=1e-6) and torch.allclose(y_fresh, ref, atol=1e-6)
+    dx_out, dx_fresh = probes["bn backward, out= buffers"]()[0], probes["bn backward, fresh output"]()[0]
+    assert torch.allclose(dx_out, dx_fresh)
+    threads = torch.get_num_threads()
+    rows = cpu_gap.measure_gap(shape, repeats=2, threads=(1, 2), names=["copy, preallocated", "per-channel sum"])
+    assert [(r["name"], r["threads"]) for r in rows] == [("copy, preallocated", 1), ("per-channel sum", 1),
+                                                          ("copy, preallocated", 2), ("per-channel sum", 2)]
+    assert all(r["ms"] > 0 and r["gbps"] == pytest.approx(r["passes"] * x.nbytes / r["ms"] / 1e6) for r in rows)
+    assert torch.get_num_threads() == threads
+    with pytest.raises(ValueError, match="unknown probes"):
+        cpu_gap.measure_gap(shape, names=["memcpy"])

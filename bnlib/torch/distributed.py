@@ -43,6 +43,8 @@ loss when every ``L_r`` is the mean over an equal shard.
 * :class:`SyncBatchNorm`: drop-in for :class:`torch.nn.SyncBatchNorm` (any input
   of rank >= 2), which falls back to ordinary batch norm on one process;
 * :func:`convert_sync_batchnorm`: swap every batch norm of a model for it;
+* :func:`collectives` and :func:`wire_bytes`: what this design and
+  :class:`torch.nn.SyncBatchNorm`'s send per layer, computed;
 * :func:`compare_sync_and_local`: spawn a few CPU processes (``gloo`` over the
   loopback interface) and measure how far synchronised and per-shard batch norm
   are from single-process, full-batch batch norm.
@@ -70,7 +72,7 @@ from bnlib.torch.functional import _check_bn_arguments, _opmath, _per_channel, i
 from bnlib.torch.modules import BatchNorm1d, BatchNorm2d, _BatchNorm
 
 __all__ = ["SyncBatchNormFunction", "SyncBatchNorm", "convert_sync_batchnorm",
-           "compare_sync_and_local"]
+           "compare_sync_and_local", "collectives", "wire_bytes"]
 
 # The per-channel sums and the count are reduced in float64, so the count is
 # exact and the global sums of float32 input lose nothing in the reduction.
@@ -368,6 +370,65 @@ def _to_sync(bn: nn.modules.batchnorm._BatchNorm, process_group) -> SyncBatchNor
 # --------------------------------------------------------------------------
 # Demo and check: synchronised vs per-shard vs full-batch batch norm
 # --------------------------------------------------------------------------
+
+
+# --------------------------------------------------------------------------
+# Bytes on the wire: bnlib's two all-reduces against torch's one all-gather
+# --------------------------------------------------------------------------
+
+
+def collectives(channels: int, design: str = "bnlib", input_bytes: int = 4) -> dict[str, list[tuple]]:
+    """The collectives one synchronised BN layer issues, per direction: ``(kind, numbers, bytes each)``.
+
+    ``design="bnlib"`` (:class:`SyncBatchNormFunction`): forward, an all-reduce
+    of the ``C`` sums and the count, then one of the ``C`` sums of squared
+    deviations (both in float64, :data:`_REDUCE_DTYPE`); backward, an all-reduce
+    of ``sum(dy)`` and ``sum(dy * x_hat)``, ``2C`` numbers in the input's
+    precision (float32 for half-precision input).  ``design="torch"``
+    (``torch.nn.SyncBatchNorm``, ``torch/nn/modules/_functions.py``): forward,
+    one all-gather of every rank's ``(mean, invstd, count)``, ``2C + 1``
+    float32 numbers, merged as in eq. ``ch8-merge``; backward, the same
+    all-reduce of ``2C`` numbers.
+    """
+    C = int(channels)
+    grads = 8 if input_bytes == 8 else 4
+    if design == "bnlib":
+        return {"forward": [("all_reduce", C + 1, 8), ("all_reduce", C, 8)],
+                "backward": [("all_reduce", 2 * C, grads)]}
+    if design == "torch":
+        return {"forward": [("all_gather", 2 * C + 1, 8 if input_bytes == 8 else 4)],
+                "backward": [("all_reduce", 2 * C, grads)]}
+    raise ValueError(f"design must be 'bnlib' or 'torch', got {design!r}")
+
+
+def wire_bytes(channels: int, world_size: int, design: str = "bnlib", input_bytes: int = 4) -> dict[str, float]:
+    """Bytes each rank sends for one synchronised BN layer, forward and backward, with ring collectives.
+
+    A ring all-reduce of ``n`` bytes sends ``2 (k - 1) / k * n`` bytes from every
+    rank in ``2 (k - 1)`` steps; a ring all-gather of ``n`` bytes per rank sends
+    ``(k - 1) * n`` in ``k - 1`` steps (``k`` ranks).  Returns
+    ``forward_bytes``, ``backward_bytes``, ``forward_collectives`` (how many
+    collectives run one after the other: each is a round trip every rank waits
+    for) and ``forward_steps`` (ring steps, the latency term).
+    """
+    k = int(world_size)
+    if k < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    out = {}
+    for direction, calls in collectives(channels, design, input_bytes).items():
+        sent = steps = 0.0
+        for kind, numbers, size in calls:
+            n = numbers * size
+            if kind == "all_reduce":
+                sent += 2 * (k - 1) / k * n
+                steps += 2 * (k - 1)
+            else:
+                sent += (k - 1) * n
+                steps += k - 1
+        out[f"{direction}_bytes"] = sent
+        out[f"{direction}_collectives"] = len(calls)
+        out[f"{direction}_steps"] = steps
+    return out
 
 
 def _free_loopback_port() -> int:
