@@ -129,3 +129,44 @@ def test_bn_outputs_reports_overflow_as_nan():
     assert np.isnan(loss) and acc == 0.0
     with pytest.raises(ValueError, match="batch_size"):
         eval_shift.bn_outputs(net, x, training=True, batch_size=7)
+
+
+# --- batch-renorm (section 5.8) -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def renorm_result():
+    return experiments.run("batch-renorm", "smoke")
+
+
+def test_batch_renorm_matches_eval_mode_and_beats_bn_on_bad_batches(renorm_result):
+    s = renorm_result.summary()
+    assert s["checkpoints"][-1] == renorm_result.config.steps
+    for setting in ("small", "noniid"):
+        out = s[setting]
+        # training mode computes (almost) what eval mode computes with batch renorm, not with BN
+        assert out["renorm/output_gap"] < 0.2 < out["bn/output_gap"]
+        assert out["renorm/final_d_max"] == pytest.approx(5.0) and out["renorm/final_r_max"] > 2.9
+    # two classes per batch: BN's eval-mode accuracy suffers, batch renorm's does not
+    assert s["noniid"]["renorm/test_acc"] > s["noniid"]["bn/test_acc"] + 0.05
+
+
+def test_batch_renorm_plot_json_and_sampler(renorm_result, tmp_path):
+    from bnlib.experiments import batch_renorm
+
+    json_path, png_path = renorm_result.save(tmp_path)
+    assert json_path.exists() and png_path.stat().st_size > 10_000
+    labels = np.repeat(np.arange(10), 20)
+    for idx in batch_renorm.sample_batches(labels, "noniid", 16, 5, np.random.default_rng(0), 2):
+        assert len(idx) == 16 and len(set(labels[idx])) == 2
+    with pytest.raises(ValueError, match="multiple"):
+        list(batch_renorm.sample_batches(labels, "noniid", 15, 1, np.random.default_rng(0), 2))
+    with pytest.raises(ValueError, match="settings"):
+        batch_renorm.run(batch_renorm.Config.at_scale("smoke", settings=("huge",)))
+    assert batch_renorm.schedule(batch_renorm.Config.at_scale("smoke"), 0) == (1.0, 0.0)
+
+
+def test_eval_shift_keeps_its_models(shift_result):
+    from bnlib.scratch import Sequential
+
+    assert set(shift_result.models) == set(eval_shift.NETS)
+    assert all(isinstance(m, Sequential) and not m.training for m in shift_result.models.values())

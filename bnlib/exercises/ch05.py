@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from bnlib.exercises import check_rng
 from bnlib.exercises import ExerciseError, Feedback, expect_shape, report, run_check
 from bnlib.scratch.deploy import fold_linear_bn as fold_linear_bn_reference
 from bnlib.scratch.running import population_statistics as population_statistics_reference
@@ -48,7 +49,7 @@ def check_population_statistics(population_statistics: Callable) -> Feedback:
     """Exercise 5.1: ``population_statistics(batches) -> (mean, var)``, eq. (ch5-alg2)."""
 
     def body() -> str:
-        rng = np.random.default_rng(51)
+        rng = check_rng(51)
         cases = [("8 batches of 10 x 3", [rng.normal(2.0, 3.0, size=(10, 3)) for _ in range(8)]),
                  ("20 batches of 4 x 5", [rng.normal(-1.0, 0.5, size=(4, 5)) + rng.normal(size=5)
                                           for _ in range(20)])]
@@ -77,7 +78,9 @@ def check_population_statistics(population_statistics: Callable) -> Feedback:
                                     f"{_max_rel(var, exp_var):.2e}{hint}")
         return "E[x] is the mean of the batch means, Var[x] = m/(m-1) times the mean batch variance"
 
-    return report(run_check("exercise 5.1 population_statistics", body))
+    return report(run_check("exercise 5.1 population_statistics", body, blocks=(
+                                 "bnlib.scratch.running:population_statistics",
+    )))
 
 
 # --- exercise 5.2 --------------------------------------------------------------
@@ -103,7 +106,7 @@ def check_running_statistics(running_statistics: Callable) -> Feedback:
     import torch
 
     def body() -> str:
-        rng = np.random.default_rng(52)
+        rng = check_rng(52)
         batches = [rng.normal(3.0, 2.0, size=(6, 4)) for _ in range(5)]
         for momentum in (0.1, 0.5, None):
             bn = torch.nn.BatchNorm1d(4, momentum=momentum).double()
@@ -158,7 +161,7 @@ def check_fold_linear_bn(fold_linear_bn: Callable) -> Feedback:
     from bnlib.scratch import BatchNorm, Linear
 
     def body() -> str:
-        rng = np.random.default_rng(53)
+        rng = check_rng(53)
         n_in, n_out = 7, 4
         lin = Linear(n_in, n_out, rng=1)
         lin.b[...] = rng.normal(size=n_out)
@@ -205,4 +208,132 @@ def check_fold_linear_bn(fold_linear_bn: Callable) -> Feedback:
                                 f"{err:.3g}: treat a missing bias as zeros")
         return "the folded Linear computes Linear + eval-mode BN exactly"
 
-    return report(run_check("exercise 5.3 fold_linear_bn", body))
+    return report(run_check("exercise 5.3 fold_linear_bn", body, blocks=(
+                                 "bnlib.scratch.deploy:fold_linear_bn",
+                                 "bnlib.torch.deploy:fold_into",
+    )))
+
+
+# --- exercise 5.4: diagnose a planted train/eval bug ------------------------------
+
+#: the bugs the check plants, as ``diagnose`` must name them
+TRAIN_EVAL_BUGS = {
+    "train_mode": "one batch norm left in training mode (the forgotten eval(), for one layer)",
+    "never_updated": "running statistics still at their initial 0 and 1 (the update never ran)",
+    "overwritten": "running statistics overwritten by a training-mode pass on other data "
+                   "(a 'frozen' layer updated during fine-tuning)",
+}
+
+
+def plant_train_eval_bug(rng: np.random.Generator, kind: str | None = None, layer: int | None = None):
+    """A healthy scratch network and its data, then one planted bug: ``(model, x, name, kind)``.
+
+    The network is an MLP with three batch norms and weights drawn from
+    ``rng``; its running statistics are precise (recomputed over ``x``, chapter
+    5.5) and it is in eval mode.  Then ``kind`` (drawn when None, one of
+    :data:`TRAIN_EVAL_BUGS`) is planted in batch norm number ``layer`` (drawn
+    when None); ``name`` is that layer's name as
+    :func:`bnlib.scratch.running.batchnorm_layers` gives it.
+    """
+    from bnlib.scratch import mlp
+    from bnlib.scratch.running import batchnorm_layers, recompute_bn_stats
+
+    n_in = int(rng.integers(6, 13))
+    widths = [n_in] + [int(w) for w in rng.integers(12, 25, size=3)] + [int(rng.integers(3, 6))]
+    model = mlp(widths, activation="relu", norm="bn", rng=int(rng.integers(2**31)))
+    x = rng.normal(size=(512, n_in)) * rng.uniform(0.5, 3.0, size=n_in) + rng.normal(size=n_in)
+    recompute_bn_stats(model, (x[i:i + 32] for i in range(0, len(x), 32)))
+    model.eval()
+    bns = batchnorm_layers(model)
+    kind = kind or str(rng.choice(sorted(TRAIN_EVAL_BUGS)))
+    layer = int(rng.integers(len(bns))) if layer is None else layer
+    name, bn = bns[layer]
+    if kind == "train_mode":
+        bn.train()
+    elif kind == "never_updated":
+        bn.running_mean[...], bn.running_var[...] = 0.0, 1.0
+    elif kind == "overwritten":
+        # a few training-mode passes of this one layer on fine-tuning data from elsewhere
+        x_ft = x[rng.permutation(len(x))[:64]] * rng.uniform(2.0, 4.0) + rng.uniform(1.0, 3.0)
+        bn.train()
+        for i in range(0, 64, 8):
+            model.forward(x_ft[i:i + 8])
+        bn.eval()
+    else:
+        raise ValueError(f"kind must be one of {sorted(TRAIN_EVAL_BUGS)}; got {kind!r}")
+    return model, x, name, kind
+
+
+def diagnose_reference(model, x) -> tuple[str, str]:
+    """Find the planted bug: ``(layer name, kind)`` with the chapter's tools."""
+    import copy
+
+    from bnlib.scratch.running import batchnorm_layers, bn_layers_in_training_mode, recompute_bn_stats
+
+    in_training = bn_layers_in_training_mode(model)
+    if in_training:
+        return in_training[0], "train_mode"
+    bns = batchnorm_layers(model)
+    for name, bn in bns:
+        if np.all(bn.running_mean == 0.0) and np.all(bn.running_var == 1.0):
+            return name, "never_updated"
+    precise = copy.deepcopy(model)
+    recompute_bn_stats(precise, (x[i:i + 64] for i in range(0, len(x) - 63, 64)))
+    score = {}
+    for (name, bn), (_, ref) in zip(bns, batchnorm_layers(precise)):
+        shift = np.abs(bn.running_mean - ref.running_mean) / np.sqrt(ref.running_var + bn.eps)
+        ratio = np.abs(np.log((bn.running_var + bn.eps) / (ref.running_var + bn.eps)))
+        score[name] = float(np.max(shift + ratio))
+    return max(score, key=score.get), "overwritten"
+
+
+def check_diagnose_train_eval_bug(diagnose: Callable, rounds: int = 6) -> Feedback:
+    """Exercise 5.4: ``diagnose(model, x) -> (layer_name, kind)`` finds a planted train/eval bug.
+
+    Each round plants a fresh bug (drawn from ``check_rng``) in a fresh network:
+    every kind of :data:`TRAIN_EVAL_BUGS` at least once, in random layers.
+    ``model`` is a ``bnlib.scratch`` network meant to be in eval mode; ``x``
+    the training inputs.  ``layer_name`` is the name that
+    ``bnlib.scratch.running.batchnorm_layers`` gives the layer (its index in
+    the ``Sequential``, as a string).
+    """
+    import copy
+
+    from bnlib.exercises import check_rng
+
+    def body() -> str:
+        rng = check_rng(54)
+        kinds = sorted(TRAIN_EVAL_BUGS)
+        plan = list(rng.permutation(kinds)) + list(rng.choice(kinds, size=max(0, rounds - len(kinds))))
+        for k, kind in enumerate(plan, 1):
+            model, x, name, kind = plant_train_eval_bug(rng, kind=str(kind))
+            got = diagnose(copy.deepcopy(model), x.copy())
+            if got is None:
+                raise ExerciseError("diagnose returned None - return (layer_name, kind)")
+            if not isinstance(got, (tuple, list)) or len(got) != 2:
+                raise ExerciseError(f"diagnose should return a pair (layer_name, kind); got {got!r}")
+            got_name, got_kind = str(got[0]), str(got[1])
+            if got_kind not in TRAIN_EVAL_BUGS:
+                raise ExerciseError(f"round {k}: kind {got_kind!r} is not one of {kinds}")
+            if got_kind != kind:
+                hints = {"train_mode": "look at each batch norm's training flag "
+                                       "(bn_layers_in_training_mode)",
+                         "never_updated": "a layer whose update never ran still holds exactly "
+                                          "mean 0 and variance 1",
+                         "overwritten": "compare each layer's running statistics with statistics "
+                                        "recomputed on x (recompute_bn_stats on a copy)"}
+                raise ExerciseError(f"round {k}: you diagnosed {got_kind!r} in layer {got_name!r}, "
+                                    f"but that is not the bug planted in this network - "
+                                    f"hint for {kind!r}: {hints[kind]}")
+            if got_name != name:
+                raise ExerciseError(f"round {k}: right kind of bug ({kind!r}), wrong layer "
+                                    f"({got_name!r}); layer names are the indices in the "
+                                    f"Sequential, as batchnorm_layers(model) gives them")
+        return (f"found the planted bug in {len(plan)} fresh networks "
+                f"({', '.join(sorted(set(map(str, plan))))})")
+
+    return report(run_check("exercise 5.4 diagnose a train/eval bug", body))
+
+
+__all__ += ["check_diagnose_train_eval_bug", "diagnose_reference", "plant_train_eval_bug",
+            "TRAIN_EVAL_BUGS"]

@@ -136,7 +136,10 @@ def loss_and_accuracy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, fl
 
 class EvalShiftResult(Result):
     """``histories[net][kind]``: ``severity``, ``loss``/``acc`` per method (arrays over
-    severities), ``rms`` per method (severities x BN layers)."""
+    severities), ``rms`` per method (severities x BN layers).  ``models[net]`` is the
+    trained network (eval mode), for chapter 5's float16 deployment check."""
+
+    models: dict | None = None
 
     def plot(self, net: str = "input_bn"):
         from bnlib import plots
@@ -163,7 +166,7 @@ def run(config: Config, progress: bool = False) -> EvalShiftResult:
         raise ValueError(f"n_adapt must be >= batch_size={config.batch_size}; got {n_adapt}")
     adapt_idx = np.random.default_rng([config.seed, 3]).permutation(len(x))[:n_adapt]
 
-    histories, headline, timings = {}, {}, {}
+    histories, headline, timings, models = {}, {}, {}, {}
     shifts = {"scale": config.scales, "noise": config.noise_stds}
     for net_name in NETS:
         model = build_network(config, input_bn=net_name == "input_bn", n_in=x.shape[1])
@@ -213,7 +216,10 @@ def run(config: Config, progress: bool = False) -> EvalShiftResult:
         timings[f"{net_name}_eval_s"] = t.seconds
         histories[net_name] = net_hist
         headline[net_name] = net_head
+        models[net_name] = model
     headline["data"] = ds.source
     headline["n_train"] = ds.n_train
     headline["n_test"] = int(n_test)
-    return EvalShiftResult(NAME, config, histories, headline, timings)
+    result = EvalShiftResult(NAME, config, histories, headline, timings)
+    result.models = models
+    return result

@@ -160,3 +160,30 @@ def precise_bn_gap_bands(steps: Sequence[int], gaps: Mapping[str, tuple], *, zoo
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0, 0.82, 1))
     return fig
+
+
+def batch_renorm_curves(steps: Sequence[int], curves: Mapping[str, Mapping[str, Sequence[float]]], *,
+                        titles: Mapping[str, str], labels: Mapping[str, str], title: str = ""):
+    """Eval-mode test accuracy during training, batch norm vs batch renorm, one panel per set-up.
+
+    ``curves[setting][arm]`` is the accuracy at each of ``steps``; all panels
+    share one y-axis.  Returns the figure.
+    """
+    settings = list(curves)
+    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings) + 1.8, 3.5),
+                             sharey=True, squeeze=False)
+    axes = axes[0]
+    styles = {"bn": dict(color=COLORS.get("bn", CYCLE[0]), ls="-"),
+              "renorm": dict(color=CYCLE[1], ls="--")}
+    for ax, setting in zip(axes, settings):
+        for k, (arm, acc) in enumerate(curves[setting].items()):
+            style = styles.get(arm, dict(color=CYCLE[(k + 2) % len(CYCLE)], ls="-"))
+            ax.plot(steps, acc, marker="o", ms=3.5, lw=1.6, label=labels.get(arm, arm), **style)
+        ax.set(xlabel="training step", title=titles.get(setting, setting))
+        ax.grid(alpha=0.3)
+    axes[0].set(ylabel="test accuracy (eval mode)")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="center right", fontsize=8.5)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.85, 1))
+    return fig

@@ -16,6 +16,7 @@ those estimates:
   ``tf.train.ExponentialMovingAverage`` (the input-normalisation post, src2018normalization, uses 0.5), eq. ``ch5-conv``;
 * :func:`convert_running_var`    the running variance too: PyTorch averages the
   unbiased batch variances, Keras the biased ones (a factor ``m / (m - 1)``);
+  :func:`keras_moving_statistics` is Keras's update written out in NumPy;
 * :func:`initial_weight`, :func:`steps_to_forget`, :func:`ema_effective_batches`,
   :func:`ema_mean_age`  how long the average remembers its starting value and
   how many batches it effectively averages (eqs. ``ch5-forget``, ``ch5-window``);
@@ -35,6 +36,7 @@ from typing import Iterable
 import numpy as np
 
 __all__ = ["CONVENTIONS", "population_statistics", "ema_update", "convert_momentum", "convert_running_var",
+           "keras_moving_statistics",
            "initial_weight", "steps_to_forget", "ema_effective_batches", "ema_mean_age",
            "recompute_bn_stats", "bn_layers_in_training_mode", "batchnorm_layers"]
 
@@ -117,8 +119,10 @@ def convert_running_var(running_var, batch_size: int, source: str = "keras",
     The conventions differ in the variance too, not only in the momentum
     (:func:`convert_momentum`): PyTorch's ``running_var`` averages the
     *unbiased* batch variances, ``m / (m - 1)`` times the biased ones,
-    Keras's ``moving_variance`` (and TensorFlow's ``FusedBatchNorm``) the
-    *biased* ones.  For batches of ``m = batch_size`` values per channel::
+    Keras's ``moving_variance`` the *biased* ones (Keras 3 takes them from
+    ``ops.moments``; tf.keras 2 removes the Bessel correction that
+    TensorFlow's fused kernel applies, to match its non-fused path).  For
+    batches of ``m = batch_size`` values per channel::
 
         running_var_pytorch = m / (m - 1) * moving_variance_keras
 
@@ -140,6 +144,32 @@ def convert_running_var(running_var, batch_size: int, source: str = "keras",
     if unbiased[source] == unbiased[target]:
         return var.copy()
     return var * bessel if unbiased[target] else var / bessel
+
+
+def keras_moving_statistics(batches: Iterable[np.ndarray], momentum: float = 0.99
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """``(moving_mean, moving_variance)`` of a Keras ``BatchNormalization(momentum=...)`` after ``batches``.
+
+    Keras's update, written out in NumPy: start from 0 and 1, then for each
+    batch ``moving = momentum * moving + (1 - momentum) * batch_statistic``,
+    with the *biased* batch variance (``ops.moments``).  Compare with a
+    PyTorch layer through :func:`convert_momentum` and :func:`convert_running_var`.
+    """
+    momentum = float(momentum)
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum must be in [0, 1) (Keras's convention); got {momentum}")
+    mean = var = None
+    for k, x in enumerate(batches):
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2:
+            raise ValueError(f"batch {k} must be (m, D); got shape {x.shape}")
+        if mean is None:
+            mean, var = np.zeros(x.shape[1]), np.ones(x.shape[1])
+        mean = momentum * mean + (1.0 - momentum) * x.mean(axis=0)
+        var = momentum * var + (1.0 - momentum) * x.var(axis=0)
+    if mean is None:
+        raise ValueError("batches is empty")
+    return mean, var
 
 
 def initial_weight(momentum: float, steps: int | np.ndarray) -> float | np.ndarray:
