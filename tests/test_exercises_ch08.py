@@ -71,3 +71,36 @@ def test_merge_statistics():
     fb = ch08.check_merge_statistics(plain_mean)
     assert not fb.passed and "weigh each by its count" in fb.message
     assert str(ch08.check_merge_statistics(_todo)).startswith("[TODO]")
+
+
+def _plan(shape, block_n, block_l, *, ceil=True, padded=True):
+    # a student's answer, written out (not the reference object)
+    N, C = shape[0], shape[1]
+    L = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+    gn = -(-N // block_n) if ceil else N // block_n
+    gl = -(-L // block_l) if ceil else L // block_l
+    largest = ((gn * block_n - 1) * C * L + (C - 1) * L + gl * block_l - 1) if padded else N * C * L - 1
+    return gn * gl * C, gn * gl, largest > 2**31 - 1
+
+
+def test_split_plan(monkeypatch):
+    import bnlib.kernels as K
+
+    for shape in [(256, 64, 56, 56), (7, 3, 5, 5), (64, 64, 16, 16), (4096, 64, 112, 112)]:
+        p = K.launch_plan(shape)                        # the reference agrees with the kernels' own plan
+        assert ch08.split_plan_reference(shape, p.block_a, p.block_b) == (p.programs, p.partials, p.int64)
+    assert ch08.check_split_plan(_plan).passed
+    assert str(ch08.check_split_plan(_todo)).startswith("[TODO]")
+    fb = ch08.check_split_plan(lambda s, n, l: _plan(s, n, l, ceil=False))
+    assert not fb.passed and "round up" in fb.message
+    fb = ch08.check_split_plan(lambda s, n, l: _plan(s, n, l, padded=False))
+    assert not fb.passed and "masked lanes" in fb.message
+    fb = ch08.check_split_plan(lambda s, n, l: (_plan(s, n, l)[1],) + _plan(s, n, l)[1:])
+    assert not fb.passed and "multiply by C" in fb.message
+    assert not ch08.check_split_plan(lambda s, n, l: 3).passed
+    # an answer fitted to the book's inputs fails on the grader's fresh ones
+    book = {}
+    monkeypatch.setenv("BNLIB_CHECK_SEED", "0")
+    ch08.check_split_plan(lambda s, n, l: book.setdefault((s, n, l), _plan(s, n, l)))
+    monkeypatch.setenv("BNLIB_CHECK_SEED", "12345")
+    assert not ch08.check_split_plan(lambda s, n, l: book.get((s, n, l), (0, 0, False))).passed

@@ -7,6 +7,8 @@
   Triton (runs in Triton's interpreter without a GPU)
 * :func:`check_merge_statistics`  - exercise 8.3: combine per-device counts, means
   and variances into the statistics of the whole batch (eq. ch8-merge)
+* :func:`check_split_plan`        - exercise 8.4: the grid, the partial sums per
+  channel and the offset width of the split reduction, on fresh shapes
 """
 from __future__ import annotations
 
@@ -14,10 +16,12 @@ from typing import Callable
 
 import numpy as np
 
+from bnlib.exercises import check_rng
 from bnlib.exercises import ExerciseError, Feedback, expect_scalar, expect_shape, report, run_check
 
-__all__ = ["check_eval_passes", "check_eval_kernel", "check_merge_statistics",
-           "eval_passes_reference", "eval_batch_norm_reference", "merge_statistics_reference"]
+__all__ = ["check_eval_passes", "check_eval_kernel", "check_merge_statistics", "check_split_plan",
+           "eval_passes_reference", "eval_batch_norm_reference", "merge_statistics_reference",
+           "split_plan_reference"]
 
 
 # --- exercise 8.1 --------------------------------------------------------------
@@ -94,7 +98,7 @@ def check_eval_kernel(eval_batch_norm: Callable) -> Feedback:
         import bnlib.kernels as K
 
         device = "cpu" if K.interpreted() else "cuda"
-        g = torch.Generator().manual_seed(82)
+        g = torch.Generator().manual_seed(int(check_rng(82).integers(2**31)))
         cases = [("(6, 5)", (6, 5)), ("(3, 4, 7)", (3, 4, 7)), ("(2, 3, 9, 11)", (2, 3, 9, 11)),
                  ("(4, 2, 33, 33) (more than one block per channel)", (4, 2, 33, 33))]
         for label, shape in cases:
@@ -146,7 +150,7 @@ def check_merge_statistics(merge_statistics: Callable) -> Feedback:
     """Exercise 8.3: ``merge_statistics(counts, means, variances) -> (count, mean, var)``."""
 
     def body() -> str:
-        rng = np.random.default_rng(83)
+        rng = check_rng(83)
         sizes = [5, 17, 2, 40]
         groups = [rng.normal(loc, 1 + k, size=(n, 3)) for k, (n, loc) in enumerate(zip(sizes, (-3, 0, 4, 1)))]
         counts = [len(g) for g in groups]
@@ -177,3 +181,73 @@ def check_merge_statistics(merge_statistics: Callable) -> Feedback:
         return "count, mean and variance of the whole batch from the groups' own statistics"
 
     return report(run_check("exercise 8.3 merge_statistics", body))
+
+
+# --- exercise 8.4 --------------------------------------------------------------
+
+def split_plan_reference(shape, block_n: int, block_l: int) -> tuple[int, int, bool]:
+    """Programs, partial sums per channel and int64 need of the split reduction over contiguous (N, C, *) input.
+
+    Tiles of ``block_n`` examples x ``block_l`` consecutive positions of one
+    channel (``bnlib.kernels.batchnorm``'s ``"ncl"`` layout): ``G = ceil(N /
+    block_n) * ceil(L / block_l)`` tiles per channel, ``G * C`` programs; the
+    largest offset any lane forms, masked lanes of ragged last tiles included,
+    is ``(ceil(N / block_n) * block_n - 1) * C * L + (C - 1) * L + ceil(L /
+    block_l) * block_l - 1``, and int64 offsets are needed when it exceeds
+    ``2**31 - 1``.
+    """
+    N, C = int(shape[0]), int(shape[1])
+    L = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+    gn, gl = -(-N // block_n), -(-L // block_l)
+    largest = (gn * block_n - 1) * C * L + (C - 1) * L + gl * block_l - 1
+    return gn * gl * C, gn * gl, bool(largest > 2**31 - 1)
+
+
+def check_split_plan(split_plan: Callable) -> Feedback:
+    """Exercise 8.4: ``split_plan(shape, block_n, block_l) -> (programs, partials_per_channel, needs_int64)``,
+    checked on fresh shapes (small, ragged, and near the int32 limit)."""
+
+    def body() -> str:
+        from bnlib.exercises import check_rng
+
+        rng = check_rng(84)
+        cases = []
+        for _ in range(6):                                          # ordinary shapes, ragged tiles
+            shape = (int(rng.integers(1, 300)), int(rng.integers(1, 600)),
+                     int(rng.integers(1, 60)), int(rng.integers(1, 60)))
+            cases.append((shape, int(2 ** rng.integers(0, 4)), int(2 ** rng.integers(5, 11))))
+        for _ in range(4):                                          # data that fit int32, padded lanes that may not
+            C, H = int(rng.integers(16, 512)), int(rng.integers(7, 60))
+            block_n = int(2 ** rng.integers(2, 4))
+            N = (2**31 - 1) // (C * H * H) - int(rng.integers(0, 3))
+            cases.append(((N, C, H, H), block_n, int(2 ** rng.integers(6, 11))))
+        cases.append(((2**15 + 1, 2**16), 4, 1))                     # 2-D input: L = 1
+        for shape, block_n, block_l in cases:
+            got = split_plan(shape, block_n, block_l)
+            if not isinstance(got, (tuple, list)) or len(got) != 3:
+                raise ExerciseError("split_plan should return (programs, partials_per_channel, needs_int64)")
+            programs = expect_scalar(f"the number of programs for {shape}", got[0])
+            partials = expect_scalar(f"the partial sums per channel for {shape}", got[1])
+            exp_programs, exp_partials, exp_int64 = split_plan_reference(shape, block_n, block_l)
+            where = f"for shape {shape} with tiles of {block_n} x {block_l}"
+            if partials != exp_partials or programs != exp_programs:
+                N, C = shape[0], shape[1]
+                L = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+                hint = ""
+                if partials == (N // block_n) * (L // block_l) or partials == max(1, N * L // (block_n * block_l)):
+                    hint = " - round up: the last tile along each axis is ragged, and masked, but still a program"
+                elif programs == exp_partials:
+                    hint = " - every channel has its own tiles: multiply by C"
+                raise ExerciseError(f"{where}: expected {exp_programs} programs and {exp_partials} partial sums "
+                                    f"per channel, got {programs:g} and {partials:g}{hint}")
+            if bool(got[2]) != exp_int64:
+                numel = int(np.prod(shape))
+                hint = ""
+                if bool(got[2]) == (numel - 1 > 2**31 - 1):
+                    hint = (" - the data fit in int32, but the masked lanes of the last tiles still compute "
+                            "their offsets: take the largest offset of the padded grid")
+                raise ExerciseError(f"{where}: needs_int64 should be {exp_int64}{hint}")
+        return f"grid, partial sums and offset width right on {len(cases)} fresh shapes"
+
+    return report(run_check("exercise 8.4 split-reduction plan", body,
+                            blocks=("bnlib.kernels.batchnorm:launch_plan",)))
