@@ -66,3 +66,45 @@ def test_l1_batchnorm():
     assert not fb.passed and "not mean|x|" in fb.message
     assert not ch07.check_l1_batchnorm(lambda x, g, b, e: x[:2]).passed
     assert str(ch07.check_l1_batchnorm(_todo)).startswith("[TODO]")
+
+
+def test_top_eigenvalue(monkeypatch):
+    def power(hvp, n):
+        v = np.random.default_rng(3).standard_normal(n)
+        v /= np.linalg.norm(v)
+        lam = 0.0
+        for _ in range(80):
+            w = hvp(v)
+            new, v = float(v @ w), w / np.linalg.norm(w)
+            if abs(new - lam) < 1e-12 * abs(new):
+                break
+            lam = new
+        return new
+
+    assert ch07.check_top_eigenvalue(power).passed
+    assert str(ch07.check_top_eigenvalue(_todo)).startswith("[TODO]")
+    assert not ch07.check_top_eigenvalue(lambda hvp, n: 1.0).passed
+
+    def rebuild(hvp, n):
+        return float(np.linalg.eigvalsh(np.stack([hvp(e) for e in np.eye(n)])).max())
+
+    fb = ch07.check_top_eigenvalue(rebuild)
+    assert not fb.passed and "rebuild" in fb.message
+
+    def three_steps(hvp, n):
+        v = np.ones(n)
+        for _ in range(3):
+            w = hvp(v)
+            v = w / np.linalg.norm(w)
+        return float(v @ hvp(v))
+
+    assert not ch07.check_top_eigenvalue(three_steps).passed
+    fitted = {}
+
+    def fitted_to_one_input(hvp, n):          # answers remembered from one run ...
+        return fitted.setdefault(n, power(hvp, n))
+
+    assert ch07.check_top_eigenvalue(fitted_to_one_input).passed
+    monkeypatch.setenv("BNLIB_CHECK_SEED", "17")
+    assert not ch07.check_top_eigenvalue(fitted_to_one_input).passed    # ... fail on fresh inputs
+    assert ch07.check_top_eigenvalue(power).passed

@@ -121,3 +121,34 @@ def test_landscape_probe_on_a_quadratic_matches_theory():
     np.testing.assert_allclose(p["beta"], p["grad_change"] / (np.array([1e-4, 1e-1, 1.0]) * p["grad_norm"]))
     # cross-entropy of a linear model is convex: the loss along -g first decreases
     assert p["loss"][1] < p["loss0"]
+
+
+def test_per_example_noisy_bn_follows_santurkar_algorithm_1():
+    from bnlib.torch.variants import PerExampleNoisyBatchNorm1d
+
+    layer = PerExampleNoisyBatchNorm1d(6, seed=4)
+    x = torch.randn(4096, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    layer.double().train()
+    y = layer(x)
+    bn = layer.bn(x).detach()                            # (the running statistics move; the output does not)
+    mu, sigma = layer.noise_mu.double(), layer.noise_sigma.double()
+    assert torch.all(mu.abs() <= 0.5) and torch.all((sigma >= 1) & (sigma <= 1.25))
+    # every example has its own noise: y - sigma * bn is not the same for every row
+    resid = (y - bn * sigma).detach()
+    assert resid.std(0).min() > 0.01
+    # per unit, the per-example offsets average to mu_j and the scales to sigma_j
+    s_hat = ((y - y.mean(0)) * (bn - bn.mean(0))).mean(0) / bn.var(0, unbiased=False)
+    assert torch.allclose(s_hat, sigma, atol=0.02)
+    assert torch.allclose(y.mean(0).detach(), mu, atol=0.05)
+    # a new step draws new mu_j, sigma_j; the same seed replays them
+    first = mu.clone()
+    layer(x)
+    assert not torch.allclose(layer.noise_mu.double(), first)
+    again = PerExampleNoisyBatchNorm1d(6, seed=4).double().train()
+    again(x)
+    assert torch.allclose(again.noise_mu.double(), first)
+    # evaluation mode: the expected scale (1 + n_sigma) / 2, no offset
+    layer.eval()
+    assert torch.allclose(layer(x), 1.125 * layer.bn(x))
+    with pytest.raises(ValueError):
+        PerExampleNoisyBatchNorm1d(3, n_sigma=0.5)

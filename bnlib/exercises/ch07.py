@@ -11,6 +11,9 @@ function still raises ``NotImplementedError``) and returns the ``Feedback``.
   change ``||G - G'||`` and ``cos(G, G')`` (eq. ch7-ics)
 * :func:`check_l1_batchnorm`     - exercise 7.3: batch norm dividing by the
   mean absolute deviation instead of the standard deviation (eq. ch7-lp)
+* :func:`check_top_eigenvalue`   - exercise 7.4: the largest eigenvalue of a
+  Hessian known only through Hessian-vector products, by power iteration
+  (Ghorbani et al.'s outliers, section 7.9)
 """
 from __future__ import annotations
 
@@ -19,11 +22,13 @@ from typing import Callable
 import numpy as np
 
 from bnlib.analysis import bn_linear_weight_grad as bn_weight_grad_reference
+from bnlib.exercises import check_rng
 from bnlib.exercises import (ExerciseError, Feedback, expect_close, expect_scalar, expect_shape,
                              report, run_check)
 
-__all__ = ["check_bn_weight_grad", "check_ics_measure", "check_l1_batchnorm",
-           "bn_weight_grad_reference", "ics_measure_reference", "l1_batchnorm_reference"]
+__all__ = ["check_bn_weight_grad", "check_ics_measure", "check_l1_batchnorm", "check_top_eigenvalue",
+           "bn_weight_grad_reference", "ics_measure_reference", "l1_batchnorm_reference",
+           "top_eigenvalue_reference"]
 
 
 def _pair(name: str, got) -> tuple:
@@ -40,7 +45,7 @@ def check_bn_weight_grad(bn_weight_grad: Callable) -> Feedback:
     """Exercise 7.1: ``bn_weight_grad(W, x, dy) -> (y, dW)`` for ``y = BN(x @ W)`` (gamma 1, beta 0)."""
 
     def body() -> str:
-        rng = np.random.default_rng(71)
+        rng = check_rng(71)
         worst_cos = 0.0
         for n, n_in, n_out in ((16, 5, 3), (40, 8, 6)):
             W = rng.normal(size=(n_in, n_out)) * rng.uniform(0.1, 10, size=n_out)
@@ -63,7 +68,9 @@ def check_bn_weight_grad(bn_weight_grad: Callable) -> Feedback:
         return (f"dW matches, and every column of dW is orthogonal to its column of W "
                 f"(largest |cos| {worst_cos:.0e})")
 
-    return report(run_check("exercise 7.1 bn_weight_grad", body))
+    return report(run_check("exercise 7.1 bn_weight_grad", body, blocks=(
+                                 "bnlib.analysis:bn_linear_weight_grad",
+    )))
 
 
 # --- exercise 7.2 --------------------------------------------------------------
@@ -79,7 +86,7 @@ def check_ics_measure(ics_measure: Callable) -> Feedback:
     """Exercise 7.2: ``ics_measure(G, G_prime) -> (l2, cos)`` for two gradient arrays."""
 
     def body() -> str:
-        rng = np.random.default_rng(72)
+        rng = check_rng(72)
         G = rng.normal(size=(7, 4))
         cases = [("a nearby gradient", G + 0.1 * rng.normal(size=G.shape)),
                  ("the same gradient", G.copy()),
@@ -117,7 +124,7 @@ def check_l1_batchnorm(l1_batchnorm: Callable) -> Feedback:
     """Exercise 7.3: ``l1_batchnorm(x, gamma, beta, eps) -> y`` (training mode, statistics over axis 0)."""
 
     def body() -> str:
-        rng = np.random.default_rng(73)
+        rng = check_rng(73)
         for n, d in ((32, 4), (5, 7)):
             x = rng.normal(size=(n, d)) * rng.uniform(0.5, 5, size=d) + rng.normal(size=d) * 3
             gamma, beta = rng.uniform(0.5, 2, size=d), rng.normal(size=d)
@@ -139,4 +146,86 @@ def check_l1_batchnorm(l1_batchnorm: Callable) -> Feedback:
                 raise ExerciseError("mean |y - beta| / gamma should be 1 for every feature")
         return "each feature is centred and has mean absolute deviation gamma"
 
-    return report(run_check("exercise 7.3 l1_batchnorm", body))
+    return report(run_check("exercise 7.3 l1_batchnorm", body, blocks=(
+                                 "bnlib.torch.variants:LpBatchNorm1d.forward",
+    )))
+
+
+# --- exercise 7.4 --------------------------------------------------------------
+
+def top_eigenvalue_reference(hvp: Callable, n: int, max_iters: int = 50, rtol: float = 1e-10,
+                             seed: int = 0) -> float:
+    """The largest eigenvalue of a symmetric PSD matrix known only through ``hvp(v) = H v``.
+
+    Power iteration from a random unit vector: ``v <- H v / ||H v||``, the
+    estimate is the Rayleigh quotient ``v . H v``; stop when it changes by less
+    than ``rtol`` (relative) or after ``max_iters`` products.
+    """
+    v = np.random.default_rng(seed).standard_normal(n)
+    v /= np.linalg.norm(v)
+    lam = None
+    for _ in range(max_iters):
+        w = np.asarray(hvp(v), dtype=float)
+        new = float(v @ w)
+        norm = np.linalg.norm(w)
+        if norm == 0:
+            return 0.0
+        v = w / norm
+        if lam is not None and abs(new - lam) <= rtol * abs(new):
+            return new
+        lam = new
+    return lam
+
+
+#: Hessian-vector products a solution of exercise 7.4 may use per matrix
+BUDGET = 100
+
+
+def check_top_eigenvalue(top_eigenvalue: Callable) -> Feedback:
+    """Exercise 7.4: ``top_eigenvalue(hvp, n) -> lambda_1`` from Hessian-vector products only.
+
+    Fresh random symmetric positive semi-definite matrices (a few outliers above a
+    bulk, as in Ghorbani et al.'s Hessians) are handed over only as ``hvp``; the
+    answer must match the largest eigenvalue to 1e-3 relative, within at most
+    ``BUDGET`` products per matrix (far fewer than ``n``, so the matrix cannot be
+    rebuilt column by column).
+    """
+
+    def body() -> str:
+        rng = check_rng(74)
+        used = []
+        for n, n_out in ((150, 3), (200, 9), (300, 1)):
+            Q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+            bulk = rng.uniform(0.0, 1.0, size=n - n_out)
+            outliers = rng.uniform(5.0, 40.0, size=n_out)
+            outliers[0] = 1.5 * outliers.max()      # a clear gap: lambda_2 <= lambda_1 / 1.5
+            lam = rng.permutation(np.concatenate([outliers, bulk]))
+            H = (Q * lam) @ Q.T
+            calls = [0]
+            budget = BUDGET
+
+            def hvp(v, H=H, calls=calls, budget=budget):
+                calls[0] += 1
+                if calls[0] > budget:
+                    raise ExerciseError(f"more than {budget} Hessian-vector products for n = {n}: "
+                                        "power iteration converges in far fewer here; do not rebuild H")
+                v = np.asarray(v, dtype=float)
+                if v.shape != (H.shape[0],):
+                    raise ExerciseError(f"hvp takes a vector of shape ({H.shape[0]},); got {v.shape}")
+                return H @ v
+
+            got = expect_scalar("the top eigenvalue", top_eigenvalue(hvp, n))
+            exp = float(lam.max())
+            if abs(got - exp) > 1e-3 * exp:
+                hint = ""
+                if abs(got - np.sqrt(exp)) < 1e-3 * exp or abs(got - exp ** 2) < 1e-3 * exp ** 2:
+                    hint = " - use the Rayleigh quotient v.H v with ||v|| = 1, not a norm of a norm"
+                elif got < exp:
+                    hint = " - not converged yet? iterate until the estimate stops changing"
+                raise ExerciseError(f"n = {n}: got {got:.6g}, expected {exp:.6g}{hint}")
+            used.append(calls[0])
+        return f"lambda_1 to 1e-3 on three fresh matrices, with {', '.join(map(str, used))} products"
+
+    return report(run_check("exercise 7.4 top_eigenvalue", body, blocks=(
+        "bnlib.experiments.hessian_spectrum:top_eigenvalues",
+    )))

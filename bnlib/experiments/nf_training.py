@@ -188,7 +188,7 @@ def run(config: Config, progress: bool = False) -> NfResult:
                 if kind == "nf_agc":
                     adaptive_clip_(model, config.clip)
                 opt.step()
-                h["loss"].append(float(loss))
+                h["loss"].append(float(loss.detach()))
                 if step % config.eval_every == 0:
                     h["eval_step"].append(step)
                     h["test_acc"].append(analysis.evaluate(model, xt, yt)[1])
