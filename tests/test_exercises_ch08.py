@@ -88,7 +88,7 @@ def test_split_plan(monkeypatch):
 
     for shape in [(256, 64, 56, 56), (7, 3, 5, 5), (64, 64, 16, 16), (4096, 64, 112, 112)]:
         p = K.launch_plan(shape)                        # the reference agrees with the kernels' own plan
-        assert ch08.split_plan_reference(shape, p.block_a, p.block_b) == (p.programs, p.partials, p.int64)
+        assert ch08.split_plan_reference(shape, p.block_a, p.block_b) == (p.programs, p.tiles, p.int64)
     assert ch08.check_split_plan(_plan).passed
     assert str(ch08.check_split_plan(_todo)).startswith("[TODO]")
     fb = ch08.check_split_plan(lambda s, n, l: _plan(s, n, l, ceil=False))

@@ -91,6 +91,18 @@ def test_ragged_tiles_both_layouts_match_pytorch_and_scratch(shape, channels_las
             assert np.abs(a.cpu().numpy() - r).max() <= 1e-12 * (1 + np.abs(r).max())
 
 
+@pytest.mark.parametrize("shape, channels_last, tile", RAGGED[:5])
+def test_several_tiles_per_program_match_pytorch(monkeypatch, shape, channels_last, tile):
+    # large tensors give each partial-sum program several tiles, the last program surplus (masked) ones
+    monkeypatch.setattr(K.batchnorm, "MAX_PARTIALS", 2)
+    plan = launch_plan(shape, channels_last, tile)
+    assert plan.tiles_per_program > 1 and plan.partials <= 2
+    x, w, b, dy = _inputs(shape, torch.float64, loc=-2.0)
+    if channels_last:
+        x, dy = (t.to(memory_format=torch.channels_last) for t in (x, dy))
+    _close(_kernels(x, w, b, dy, tile=tile), _grads(_torch_bn, x, w, b, dy), 1e-12)
+
+
 def test_the_int64_path_computes_the_same():
     x, w, b, dy = _inputs((3, 5, 6, 7), torch.float64)
     for channels_last in (False, True):
@@ -147,7 +159,9 @@ def test_launch_plan_covers_the_tensor_with_contiguous_tiles():
         else:                         # one channel per grid column, tiles of examples x positions
             gl = math.ceil(L / p.block_b)
             assert p.grid == (math.ceil(N / p.block_a) * gl, C)
-        assert p.partials == p.grid[0] and p.max_offset >= N * C * L - 1
+        assert p.tiles == p.grid[0] and p.partial_grid == (p.partials, p.grid[1])
+        assert p.partials * p.tiles_per_program >= p.tiles > (p.partials - 1) * p.tiles_per_program
+        assert p.partials <= K.batchnorm.MAX_PARTIALS and p.max_offset >= N * C * L - 1
         assert p.int64 == (p.max_offset > INT32_MAX)
 
 
@@ -168,6 +182,9 @@ def test_int64_is_chosen_exactly_when_an_offset_passes_int32():
     # one program per tile: the 64-channel layer has hundreds of programs, not 64
     big = launch_plan((256, 64, 56, 56))
     assert big.programs >= 100 * 64 and big.partial_bytes < 1e-3 * 256 * 64 * 56 * 56 * 4
+    # batch 4096 channels-last: 802816 tiles, each partial-sum program takes several, the combine stays small
+    huge = launch_plan((4096, 64, 112, 112), channels_last=True)
+    assert huge.tiles == 4096 * 112 * 112 // 64 and huge.partials <= 1024 and huge.tiles_per_program == 784
     with pytest.raises(ValueError, match="power of two"):
         launch_plan((4, 3), tile=100)
 

@@ -8,9 +8,11 @@ spread over many *programs* (instances of a kernel) to fill the machine: a
 multiprocessors, each wanting several programs.  So each pass is split in
 three launches:
 
-1. **partial sums** (:func:`_partial_sums_kernel`): the grid covers ``x`` with
-   *tiles*; each program reduces its tile to one partial sum per channel and
-   writes it to a small ``(G, C)`` buffer (``G`` tiles per channel);
+1. **partial sums** (:func:`_partial_sums_kernel`): ``x`` is covered with
+   *tiles*; each program reduces one tile (or, for very large tensors, a few
+   consecutive ones) to one partial sum per channel and writes it to a small
+   ``(G, C)`` buffer (``G`` partial sums per channel, at most about
+   :data:`MAX_PARTIALS`);
 2. **combine** (:func:`_combine_kernel`): one program per block of channels
    adds up the ``G`` partial sums (and, in the forward pass, turns them into
    ``mu``, ``var`` and ``inv_std``);
@@ -79,11 +81,12 @@ from torch.autograd.function import once_differentiable
 
 __all__ = ["batchnorm_forward", "batchnorm_backward", "TritonBatchNormFunction",
            "batch_norm", "interpreted", "PASSES", "LaunchPlan", "launch_plan", "layout_of",
-           "INT32_MAX", "DEFAULT_TILE"]
+           "INT32_MAX", "DEFAULT_TILE", "MAX_PARTIALS"]
 
 PASSES = {"forward": 3, "backward": 5}   # activation-sized reads + writes per direction
 INT32_MAX = 2**31 - 1
 DEFAULT_TILE = 4096                       # elements per program's tile (16 KB of float32)
+MAX_PARTIALS = 1024                       # partial sums per channel, at most about
 _ACCUMULATE_IN_FLOAT32 = (torch.float16, torch.bfloat16, torch.float32)
 _MAX_GRID_Y = 65535                       # CUDA's limit on the second grid dimension
 
@@ -111,11 +114,14 @@ class LaunchPlan:
 
     ``layout`` is ``"ncl"`` or ``"nlc"`` (module docstring); ``N, C, L`` the
     sizes with ``L`` the product of the spatial sizes; a tile is ``block_a`` x
-    ``block_b`` elements; ``grid = (G, channel_blocks)`` is the grid of the
-    partial-sum and apply kernels, with ``G = partials`` tiles per channel;
-    ``combine_grid`` the grid of the combine kernel; ``max_offset`` the largest
-    element offset any lane computes (masked lanes included) and ``int64``
-    whether that needs 64-bit offsets.
+    ``block_b`` elements, ``tiles`` of them per channel (block); ``grid =
+    (tiles, channel_blocks)`` is the grid of the apply kernel, one program per
+    tile.  The partial-sum kernel's programs each reduce ``tiles_per_program``
+    consecutive tiles, so that a channel gets at most about
+    :data:`MAX_PARTIALS` partial sums (``partials``, grid ``partial_grid``)
+    and the combine kernel (grid ``combine_grid``) stays small.  ``max_offset``
+    is the largest element offset any lane computes (masked lanes of ragged or
+    surplus tiles included) and ``int64`` whether that needs 64-bit offsets.
     """
 
     layout: str
@@ -125,7 +131,10 @@ class LaunchPlan:
     block_a: int
     block_b: int
     grid: tuple[int, int]
+    tiles: int
+    tiles_per_program: int
     partials: int
+    partial_grid: tuple[int, int]
     combine_grid: tuple[int]
     block_c_combine: int
     max_offset: int
@@ -133,7 +142,7 @@ class LaunchPlan:
 
     @property
     def programs(self) -> int:
-        """Programs in the grid of the partial-sum (and apply) kernel."""
+        """Programs in the grid of the apply kernel (one per tile)."""
         return self.grid[0] * self.grid[1]
 
     @property
@@ -163,25 +172,30 @@ def launch_plan(shape, channels_last: bool = False, tile: int = DEFAULT_TILE,
         R = N * L
         block_b = _pow2_at_most(C, min(128, tile))             # channels per tile (contiguous)
         block_a = _pow2_at_most(R, max(1, tile // block_b))    # rows per tile
-        g = -(-R // block_a)
-        grid = (g, -(-C // block_b))
-        # last lane of the last (ragged) tile: row g*block_a - 1, channel grid[1]*block_b - 1
-        max_offset = (g * block_a - 1) * C + grid[1] * block_b - 1
+        tiles = -(-R // block_a)
+        channel_blocks = -(-C // block_b)
     else:
-        block_b = _pow2_at_most(L, min(1024, tile))            # positions per tile (contiguous)
-        block_a = _pow2_at_most(N, max(1, tile // block_b))    # examples per tile
-        gn, gl = -(-N // block_a), -(-L // block_b)
-        g = gn * gl
-        grid = (g, C)
-        max_offset = (gn * block_a - 1) * C * L + (C - 1) * L + gl * block_b - 1
         if C > _MAX_GRID_Y:
             raise ValueError(f"{C} channels exceed the grid limit of {_MAX_GRID_Y} for "
                              "contiguous (N, C, *) input; use channels-last memory")
-    block_c_combine = _pow2_at_most(C, 64)
-    return LaunchPlan(layout=layout, N=N, C=C, L=L, block_a=block_a, block_b=block_b, grid=grid,
-                      partials=g, combine_grid=(-(-C // block_c_combine),),
-                      block_c_combine=block_c_combine, max_offset=max_offset,
-                      int64=force_int64 or max_offset > INT32_MAX)
+        block_b = _pow2_at_most(L, min(1024, tile))            # positions per tile (contiguous)
+        block_a = _pow2_at_most(N, max(1, tile // block_b))    # examples per tile
+        gl = -(-L // block_b)
+        tiles = -(-N // block_a) * gl
+        channel_blocks = C
+    per_program = -(-tiles // MAX_PARTIALS)
+    partials = -(-tiles // per_program)
+    last_tile = partials * per_program - 1                     # surplus tiles of the last program: masked
+    if layout == "nlc":
+        max_offset = ((last_tile + 1) * block_a - 1) * C + channel_blocks * block_b - 1
+    else:
+        max_offset = ((last_tile // gl + 1) * block_a - 1) * C * L + (C - 1) * L + gl * block_b - 1
+    block_c_combine = _pow2_at_most(C, 16)
+    return LaunchPlan(layout=layout, N=N, C=C, L=L, block_a=block_a, block_b=block_b,
+                      grid=(tiles, channel_blocks), tiles=tiles, tiles_per_program=per_program,
+                      partials=partials, partial_grid=(partials, channel_blocks),
+                      combine_grid=(-(-C // block_c_combine),), block_c_combine=block_c_combine,
+                      max_offset=max_offset, int64=force_int64 or max_offset > INT32_MAX)
 
 
 # --------------------------------------------------------------------------
@@ -222,45 +236,49 @@ def _channel_sum(v, NLC: tl.constexpr):
 
 
 @triton.jit
-def _partial_sums_kernel(X, DY, MEAN, INV_STD, P1, P2, N, C, L, GL,
+def _partial_sums_kernel(X, DY, MEAN, INV_STD, P1, P2, N, C, L, GL, TILES_PER_PROGRAM,
                          BACKWARD: tl.constexpr, NLC: tl.constexpr, INT64: tl.constexpr,
                          ACC: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr):
-    # Forward:  P1[g, c] = sum over the tile of d, P2[g, c] = sum of d*d, d = x - K[c].
-    # Backward: P1[g, c] = sum of dy,               P2[g, c] = sum of dy * x_hat.
+    # Program g reduces tiles g*T ... g*T + T - 1 (T = TILES_PER_PROGRAM) of channel block cb:
+    # Forward:  P1[g, c] = sum of d, P2[g, c] = sum of d*d, with d = x - K[c] (K: x[0, c]).
+    # Backward: P1[g, c] = sum of dy,  P2[g, c] = sum of dy * x_hat.
     g = tl.program_id(0)
     cb = tl.program_id(1)
-    offsets, mask = _tile(g, cb, N, C, L, GL, NLC, INT64, BLOCK_A, BLOCK_B)
     if NLC:
         ch = cb * BLOCK_B + tl.arange(0, BLOCK_B)
         ch_ok = ch < C
     else:
         ch = cb
         ch_ok = True
-    x = tl.load(X + offsets, mask=mask, other=0.0).to(ACC)
     if BACKWARD:
-        dy = tl.load(DY + offsets, mask=mask, other=0.0).to(ACC)
         mu = tl.load(MEAN + ch, mask=ch_ok, other=0.0)
         inv_std = tl.load(INV_STD + ch, mask=ch_ok, other=0.0)
         if NLC:
-            x_hat = (x - mu[None, :]) * inv_std[None, :]
-        else:
-            x_hat = (x - mu) * inv_std
-        s1 = _channel_sum(dy, NLC)
-        s2 = _channel_sum(tl.where(mask, dy * x_hat, 0.0), NLC)
+            mu = mu[None, :]
+            inv_std = inv_std[None, :]
     else:
         if NLC:
-            shift = tl.load(X + ch, mask=ch_ok, other=0.0).to(ACC)        # x[0, c]: row 0
-            d = tl.where(mask, x - shift[None, :], 0.0)
+            shift = tl.load(X + ch, mask=ch_ok, other=0.0).to(ACC)[None, :]   # row 0
         else:
             first = ch * L
             if INT64:
                 first = first.to(tl.int64)
-            shift = tl.load(X + first).to(ACC)                            # x[0, c, 0]
+            shift = tl.load(X + first).to(ACC)                                # x[0, c, 0]
+    acc1 = tl.zeros([BLOCK_A, BLOCK_B], dtype=ACC)
+    acc2 = tl.zeros([BLOCK_A, BLOCK_B], dtype=ACC)
+    for k in range(0, TILES_PER_PROGRAM):
+        offsets, mask = _tile(g * TILES_PER_PROGRAM + k, cb, N, C, L, GL, NLC, INT64, BLOCK_A, BLOCK_B)
+        x = tl.load(X + offsets, mask=mask, other=0.0).to(ACC)
+        if BACKWARD:
+            dy = tl.load(DY + offsets, mask=mask, other=0.0).to(ACC)
+            acc1 += dy
+            acc2 += tl.where(mask, dy * ((x - mu) * inv_std), 0.0)
+        else:
             d = tl.where(mask, x - shift, 0.0)
-        s1 = _channel_sum(d, NLC)
-        s2 = _channel_sum(d * d, NLC)
-    tl.store(P1 + g * C + ch, s1, mask=ch_ok)
-    tl.store(P2 + g * C + ch, s2, mask=ch_ok)
+            acc1 += d
+            acc2 += d * d
+    tl.store(P1 + g * C + ch, _channel_sum(acc1, NLC), mask=ch_ok)
+    tl.store(P2 + g * C + ch, _channel_sum(acc2, NLC), mask=ch_ok)
 
 
 @triton.jit
@@ -411,16 +429,16 @@ def _reduce(x: Tensor, dy: Tensor | None, mu: Tensor | None, inv_std: Tensor | N
     p1 = torch.empty((G, C), dtype=acc_torch, device=x.device)
     p2 = torch.empty((G, C), dtype=acc_torch, device=x.device)
     backward = dy is not None
-    _partial_sums_kernel[plan.grid](
+    _partial_sums_kernel[plan.partial_grid](
         x, dy if backward else x, mu if backward else p1, inv_std if backward else p1, p1, p2,
-        plan.N, plan.C, plan.L, _gl(plan),
+        plan.N, plan.C, plan.L, _gl(plan), plan.tiles_per_program,
         BACKWARD=backward, NLC=plan.layout == "nlc", INT64=plan.int64, ACC=acc_tl,
         BLOCK_A=plan.block_a, BLOCK_B=plan.block_b)
     outs = [torch.empty(C, dtype=acc_torch, device=x.device) for _ in range(2 if backward else 3)]
     _combine_kernel[plan.combine_grid](
         p1, p2, x, outs[0], outs[1], outs[-1], G, C, plan.L, plan.N * plan.L, eps,
         FINALIZE=not backward, NLC=plan.layout == "nlc", INT64=plan.int64, ACC=acc_tl,
-        BLOCK_G=_pow2_at_most(G, 64), BLOCK_C=plan.block_c_combine)
+        BLOCK_G=_pow2_at_most(G, 128), BLOCK_C=plan.block_c_combine)
     return outs
 
 
