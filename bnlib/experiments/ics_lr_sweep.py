@@ -40,13 +40,13 @@ class Config(ExperimentConfig):
     n_train: int | None = None
     n_test: int | None = None
     archs: tuple = (("narrow", (100,) * 4), ("wide", (256,) * 6))
-    lrs: tuple = (0.02, 0.05, 0.1)
+    lrs: tuple = (0.025, 0.05, 0.1)
     linear_depths: tuple = (6, 12)
     linear_width: int = 100
     linear_lrs: tuple = (0.003, 0.01, 0.03)
     step_sizes: tuple = (0.025, 0.05, 0.1, 0.2, 0.4)
     batch_size: int = 64
-    steps: int = 1500
+    steps: int = 600
     probe_every: int = 100
     threads: int = 1
 
@@ -54,9 +54,8 @@ class Config(ExperimentConfig):
         "smoke": {"n_train": 1000, "n_test": 500, "archs": (("narrow", (32, 32)),), "lrs": (0.05,),
                   "linear_depths": (4,), "linear_width": 32, "linear_lrs": (0.01,), "steps": 60,
                   "probe_every": 20},
-        "book": {"archs": (("narrow", (100,) * 4),), "lrs": (0.02, 0.05, 0.1), "linear_depths": (6,),
-                 "steps": 1000},
-        "paper": {"steps": 1000},
+        "book": {"archs": (("narrow", (100,) * 4),), "linear_depths": (6,)},
+        "paper": {},
     }
 
 

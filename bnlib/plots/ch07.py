@@ -67,7 +67,7 @@ def noisy_bn_figure(acc: Mapping[str, tuple], pct: Mapping[str, tuple], *,
 
 def ics_gradient_figure(histories: Mapping[str, Mapping[str, np.ndarray]], *,
                         labels: Mapping[str, str], title: str = ""):
-    """Chapter 7, Santurkar et al.'s Figure 5: ``||G - G'||`` and ``cos(G, G')`` over training.
+    """Chapter 7, Santurkar et al.'s Figure 3: ``||G - G'||`` and ``cos(G, G')`` over training.
 
     ``histories[key]`` has ``probe_step`` and ``l2``/``cos`` arrays of shape
     (probes, layers); the median over layers 2..L is drawn (layer 1 has no
@@ -316,6 +316,8 @@ def hessian_spectrum_figure(spectra: Mapping[str, Mapping[str, np.ndarray]], *, 
                     label=labels.get(key, key), ms=4)
         ax.set(xlabel="rank i", title=f"({'ab'[stages.index(stage)]}) {'at step 0' if stage == 'init' else 'after training'}",
                yscale="log")
+        from matplotlib.ticker import MaxNLocator
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         plain_log_ticks(ax, "y")
         ax.legend(fontsize=8, loc="upper right")
     axes[0][0].set_ylabel("λᵢ / λ_k")
