@@ -46,7 +46,7 @@ class Config(ExperimentConfig):
     linear_lrs: tuple = (0.003, 0.01, 0.03)
     step_sizes: tuple = (0.025, 0.05, 0.1, 0.2, 0.4)
     batch_size: int = 64
-    steps: int = 600
+    steps: int = 400
     probe_every: int = 100
     threads: int = 1
 
