@@ -99,3 +99,50 @@ def test_kaiming_normal_rejects_wrong_answers(wrong, hint):
 
 def test_kaiming_normal_not_implemented_is_todo():
     assert str(ch02.check_kaiming_normal(_todo)).startswith("[TODO]")
+
+
+# --- 2.4 std_over_depth (new) -----------------------------------------------------
+
+def _std_over_depth_right(x, scale, depth, width, rng):
+    h, out = np.asarray(x, float), []
+    for _ in range(depth):
+        z = h @ (scale * rng.standard_normal((h.shape[1], width)))
+        out.append(z.std())
+        h = np.maximum(z, 0)
+    return np.array(out)
+
+
+def test_std_over_depth_accepts_right_answer():
+    fb = ch02.check_std_over_depth(_std_over_depth_right)
+    assert fb.passed, fb.message
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda x, s, d, w, r: _std_over_depth_right(x, s * s, d, w, r), "variance"),
+    (lambda x, s, d, w, r: np.ones(d), "expected"),
+    (lambda x, s, d, w, r: None, "return statement"),
+    (lambda x, s, d, w, r: _std_over_depth_right(x, s, d, w, np.random.default_rng(0)), "expected"),
+])
+def test_std_over_depth_rejects_wrong_answers(wrong, hint):
+    fb = ch02.check_std_over_depth(wrong)
+    assert not fb.passed and hint in fb.message, fb.message
+
+
+def test_std_over_depth_names_the_relu_and_z_mistakes():
+    def of_a(x, s, d, w, r):
+        h, out = np.asarray(x, float), []
+        for _ in range(d):
+            h = np.maximum(h @ (s * r.standard_normal((h.shape[1], w))), 0)
+            out.append(h.std())
+        return np.array(out)
+
+    def linear(x, s, d, w, r):
+        h, out = np.asarray(x, float), []
+        for _ in range(d):
+            h = h @ (s * r.standard_normal((h.shape[1], w)))
+            out.append(h.std())
+        return np.array(out)
+
+    assert "activations" in ch02.check_std_over_depth(of_a).message
+    assert "ReLU" in ch02.check_std_over_depth(linear).message
+    assert str(ch02.check_std_over_depth(_todo)).startswith("[TODO]")

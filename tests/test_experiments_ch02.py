@@ -231,3 +231,69 @@ def test_deep_relu_lr_plot(deep_lr):
     fig = deep_lr.plot()
     assert fig.axes[0].get_xscale() == "log"
     plt.close(fig)
+
+
+# --- init-mnist: equal SGD steps, and the source's set-up on the full data -----------
+
+def test_init_mnist_paper_scale_is_the_sources_loop():
+    cfg = init_mnist.Config.at_scale("paper")
+    assert (cfg.hidden, cfg.batch_size, cfg.lr, cfg.epochs, cfg.steps_per_epoch) == (30, 10, 3.0, 30, 5000)
+    assert cfg.tf_split and cfg.tf_validation == 5000 and cfg.n_train is None and cfg.n_test is None
+    # on the offline 4,000 digits an epoch of 5,000 steps is 12.5 passes; the source's 150,000 steps
+    assert init_mnist.plan(cfg, 4000) == {"steps_per_epoch": 5000, "total_steps": 150_000,
+                                          "passes_per_epoch": 12.5}
+    # book scale: an epoch is one pass, 400 steps
+    book = init_mnist.Config.at_scale("book")
+    assert init_mnist.plan(book, 4000)["steps_per_epoch"] == 400
+
+
+def test_batch_stream_cycles_reshuffled_passes():
+    x = np.arange(20)[:, None]
+    stream = init_mnist.batch_stream(x, None, 10, np.random.default_rng(0))
+    seen = [next(stream)[0].ravel() for _ in range(6)]
+    for k in range(3):       # every pair of batches is one pass over all 20 examples
+        assert sorted(np.concatenate(seen[2 * k:2 * k + 2])) == list(range(20))
+    assert not np.array_equal(np.concatenate(seen[:2]), np.concatenate(seen[2:4]))
+
+
+@pytest.fixture(scope="module")
+def fake_full_mnist(tmp_path_factory):
+    """IDX files of the full MNIST's shape (60,000 + 10,000 images of 28 x 28), random pixels."""
+    from bnlib import data
+
+    folder = tmp_path_factory.mktemp("fake_mnist")
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 60_000), ("t10k", 10_000)):
+        data.write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        data.write_idx(folder / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n).astype(np.uint8))
+    return folder
+
+
+def test_init_mnist_full_data_path_reproduces_the_sources_setup(fake_full_mnist, monkeypatch):
+    """With BNLIB_MNIST_DIR holding 70,000 digits, the paper scale trains on TensorFlow's
+    55,000-image split, tests on 10,000, 5,000 steps per epoch (a short run checks the path)."""
+    monkeypatch.setenv("BNLIB_MNIST_DIR", str(fake_full_mnist))
+    cfg = init_mnist.Config.at_scale("paper")
+    ds, x_tr, y_tr, x_te, y_te = init_mnist.load_data(cfg)
+    assert ds.source == "idx-70000"
+    assert x_tr.shape == (55_000, 784) and x_te.shape == (10_000, 784)
+    # the held-out images are the first 5,000, as in read_data_sets
+    assert np.array_equal(x_tr[0], ds.x_train[5000].reshape(-1))
+    assert init_mnist.plan(cfg, len(x_tr)) == {"steps_per_epoch": 5000, "total_steps": 150_000,
+                                               "passes_per_epoch": 50_000 / 55_000}
+    short = init_mnist.Config.at_scale("paper", epochs=2, steps_per_epoch=20, eval_every=10)
+    s = init_mnist.run(short).summary()
+    assert s["data"] == "idx-70000" and s["n_train"] == 55_000 and s["n_test"] == 10_000
+    assert s["steps_per_epoch"] == 20 and s["total_steps"] == 40
+    assert len(s["lecun_normal"]["test_acc_per_epoch"]) == 2
+
+
+def test_init_mnist_reports_equal_step_accuracies(mnist_smoke):
+    s = mnist_smoke.summary()
+    # smoke: 100 steps in all, so no step mark is reached; the marks are a subset of STEP_MARKS
+    for name in init_mnist.INITS:
+        assert set(s[name]["test_acc_at_step"]) <= {str(m) for m in init_mnist.STEP_MARKS}
+    r = init_mnist.run(init_mnist.Config.at_scale("smoke", epochs=5, n_train=1000))
+    s = r.summary()
+    assert s["total_steps"] == 500 and set(s["lecun_normal"]["test_acc_at_step"]) == {"400"}
+    assert s["lecun_normal"]["test_acc_at_step"]["400"] > s["standard_normal"]["test_acc_at_step"]["400"]

@@ -148,3 +148,65 @@ def check_kaiming_normal(kaiming_normal: Callable[[int, int, np.random.Generator
                 f"activations' std by a factor {ratio:.2f}")
 
     return report(run_check("exercise 2.3 kaiming_normal", body))
+
+
+# --- exercise 2.4 --------------------------------------------------------------
+
+def std_over_depth_reference(x: np.ndarray, scale: float, depth: int, width: int,
+                             rng: np.random.Generator) -> np.ndarray:
+    """std of the pre-activations z of each of ``depth`` ReLU layers of ``width`` units,
+    weights ``scale * rng.standard_normal((n_in, width))`` drawn layer by layer, no biases."""
+    h = np.asarray(x, dtype=float)
+    out = []
+    for layer in range(depth):
+        z = h @ (scale * rng.standard_normal((h.shape[1], width)))
+        out.append(z.std())
+        h = np.maximum(z, 0.0)
+    return np.array(out)
+
+
+def check_std_over_depth(std_over_depth: Callable[..., np.ndarray]) -> Feedback:
+    """Exercise 2.4: ``std_over_depth(x, scale, depth, width, rng)`` -> (depth,) stds of z."""
+
+    def body() -> str:
+        from bnlib.exercises import check_rng
+
+        rng = check_rng(204)
+        for case in range(4):
+            n, n_in = int(rng.integers(50, 200)), int(rng.integers(10, 60))
+            depth, width = int(rng.integers(3, 9)), int(rng.integers(20, 80))
+            scale = float(10 ** rng.uniform(-2.5, 0.0))
+            x = rng.standard_normal((n, n_in))
+            seed = int(rng.integers(2 ** 31))
+            expected = std_over_depth_reference(x, scale, depth, width, np.random.default_rng(seed))
+            got = std_over_depth(x.copy(), scale, depth, width, np.random.default_rng(seed))
+            label = f"std_over_depth(x {x.shape}, scale={scale:.3g}, depth={depth}, width={width})"
+            got = expect_shape(label, got, (depth,)).astype(np.float64)
+            if np.allclose(got, expected, rtol=1e-9):
+                continue
+            hint = ""
+
+            def variant(act=lambda z: np.maximum(z, 0.0), w_scale=scale, of_a=False):
+                r, h, out = np.random.default_rng(seed), x, []
+                for _ in range(depth):
+                    z = h @ (w_scale * r.standard_normal((h.shape[1], width)))
+                    h = act(z)
+                    out.append((h if of_a else z).std())
+                return np.array(out)
+
+            if np.allclose(got, variant(of_a=True), rtol=1e-9):
+                hint = " - that is the std of the activations relu(z); the exercise asks for z"
+            elif np.allclose(got, variant(act=lambda z: z), rtol=1e-9):
+                hint = " - apply the ReLU between the layers"
+            elif np.allclose(got, variant(w_scale=scale ** 2), rtol=1e-9):
+                hint = " - scale is the weights' standard deviation, not their variance"
+            elif np.allclose(got, variant(act=np.tanh), rtol=1e-9):
+                hint = " - the layers are ReLU, not tanh"
+            raise ExerciseError(f"case {case + 1}, {label}: got {np.round(got, 4)}, "
+                                f"expected {np.round(expected, 4)}{hint}")
+        ratio = std_over_depth_reference(np.random.default_rng(0).standard_normal((500, 50)),
+                                         np.sqrt(2 / 50), 8, 50, np.random.default_rng(1))
+        return (f"right for 4 random networks; at Kaiming's scale sqrt(2/50) an 8-layer net of 50 "
+                f"keeps z's std between {ratio.min():.2f} and {ratio.max():.2f}")
+
+    return report(run_check("exercise 2.4 std_over_depth", body))

@@ -47,19 +47,22 @@ def fan_in_histograms(z_by_init: Mapping[str, np.ndarray], *, theory: Mapping[st
 
 
 def init_comparison(per_epoch: Mapping[str, tuple], per_step: Mapping[str, tuple], *,
-                    colors: Mapping[str, str] | None = None, title: str = ""):
-    """Chapter 2: test accuracy per epoch (left) and every few SGD steps (right)."""
+                    colors: Mapping[str, str] | None = None, title: str = "",
+                    mark_step: int | None = None, mark_label: str = ""):
+    """Chapter 2: test accuracy against SGD steps (left, the primary view: equal numbers of
+    updates whatever the size of the data set) and per epoch (right); one shared y-axis.
+    ``mark_step`` draws a dotted vertical line (e.g. 5,000 steps, the source's first epoch)."""
     colors = dict(colors or {})
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for label, (x, y) in per_epoch.items():
-        left.plot(x, y, "o-", ms=3, label=label, color=colors.get(label))
-    left.set(xlabel="epoch (0 = after the first pass)", ylabel="test accuracy")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
     for label, (x, y) in per_step.items():
-        x, y = np.asarray(x), np.asarray(y)
-        keep = x > 0                                # log axis: the point at step 0 is left out
-        right.plot(x[keep], y[keep], label=label, color=colors.get(label))
-    right.set(xlabel="SGD steps (log scale)", ylabel="test accuracy", xscale="log")
-    left.legend(loc="lower right")
+        left.plot(np.asarray(x), np.asarray(y), label=label, color=colors.get(label), lw=1.2)
+    if mark_step is not None:
+        left.axvline(mark_step, color="0.4", ls=":", lw=1, label=mark_label or f"step {mark_step:,}")
+    left.set(xlabel="SGD steps", ylabel="test accuracy")
+    for label, (x, y) in per_epoch.items():
+        right.plot(x, y, "o-", ms=3, label=label, color=colors.get(label))
+    right.set(xlabel="epoch (0 = after the first epoch)")
+    left.legend(loc="lower right", fontsize=8)
     return finish(fig, title, fontsize=None)
 
 
@@ -227,7 +230,7 @@ def init_scale_figure(scales, acc: Mapping[str, np.ndarray], loss: Mapping[str, 
     axes[0].axhline(0.1, color="0.5", ls="--", lw=0.8, label="chance (10 classes)")
     axes[0].set(xscale="log", xlabel="weight scale (std of the initial weights)", ylabel="final test accuracy",
                 ylim=(0, 1))
-    axes[0].legend(fontsize=7, loc="lower center")
+    axes[0].legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 0.12))
     if loss is not None and len(axes) > 1:
         for arm, v in loss.items():
             v = np.atleast_2d(v)
