@@ -55,3 +55,27 @@ def test_invariances_check():
     assert not fb.passed and "1 of 12" in fb.message and "rms: weight matrix re-centering" in fb.message
     assert not ch06.check_invariances(lambda: {"gn": {}}).passed
     assert str(ch06.check_invariances(_todo)).startswith("[TODO]")
+
+
+def test_placement_diagnosis_check():
+    import torch
+
+    def by_output_size(model, tokens):          # a student's measurement: RMS of the last block's output
+        out = []
+        hook = model.blocks[-1].register_forward_hook(lambda m, i, o: out.append(o.pow(2).mean(-1).sqrt()))
+        with torch.no_grad():
+            model(tokens)
+        hook.remove()
+        return "post" if torch.allclose(out[0], torch.ones_like(out[0]), atol=1e-2) else "pre"
+
+    assert ch06.check_placement_diagnosis(by_output_size).passed
+    assert ch06.check_placement_diagnosis(ch06.placement_reference).passed
+    for constant in ("pre", "post"):                        # a guess fails: both kinds are drawn
+        fb = ch06.check_placement_diagnosis(lambda m, t, c=constant: c)
+        assert not fb.passed and "4 of 8" in fb.message
+    flipped = ch06.check_placement_diagnosis(
+        lambda m, t: {"pre": "post", "post": "pre"}[ch06.placement_reference(m, t)])
+    assert not flipped.passed and "8 of 8" in flipped.message
+    fb = ch06.check_placement_diagnosis(lambda m, t: "layer norm")
+    assert not fb.passed and "'pre' or 'post'" in fb.message
+    assert str(ch06.check_placement_diagnosis(_todo)).startswith("[TODO]")

@@ -222,3 +222,40 @@ def test_float32_stays_float32():
     assert dx.dtype == np.float32
     y, cache = rmsnorm_forward(x, np.ones((4, 3)))
     assert y.dtype == np.float32 and rmsnorm_backward(np.ones_like(x), cache)[0].dtype == np.float32
+
+
+def test_weightnorm_gradients_match_numerical_and_paper_properties():
+    from bnlib.scratch.weightnorm import WeightNormLinear, weightnorm_backward, weightnorm_forward
+
+    rng = np.random.default_rng(5)
+    v, g, dw = rng.normal(size=(6, 4)), rng.normal(size=4), rng.normal(size=(6, 4))
+    w, cache = weightnorm_forward(v, g)
+    assert np.allclose(np.linalg.norm(w, axis=0), np.abs(g))            # ||w|| = |g|
+    assert np.allclose(weightnorm_forward(3.0 * v, g)[0], w)           # v's scale does not matter
+    dv, dg = weightnorm_backward(dw, cache)
+    f = lambda: float((weightnorm_forward(v, g)[0] * dw).sum())        # noqa: E731
+    assert scratch.rel_error(dv, scratch.numerical_gradient(f, v)) < 1e-8
+    assert scratch.rel_error(dg, scratch.numerical_gradient(f, g)) < 1e-8
+    assert np.allclose((dv * v).sum(axis=0), 0, atol=1e-12)            # dL/dv is orthogonal to v
+    # against torch's weight_norm parametrisation (dim=1: one norm per column of our (n_in, n_out))
+    vt, gt = torch.tensor(v, requires_grad=True), torch.tensor(g, requires_grad=True)
+    wt = torch._weight_norm(vt, gt.reshape(1, -1), 1)
+    (wt * torch.tensor(dw)).sum().backward()
+    assert np.allclose(wt.detach().numpy(), w) and np.allclose(vt.grad.numpy(), dv)
+    assert np.allclose(gt.grad.numpy(), dg)
+    # the layer: backward through x, v, g and b, and the data-dependent initialisation
+    layer = WeightNormLinear(6, 4, rng=1)
+    x, dy = rng.normal(size=(20, 6)), rng.normal(size=(20, 4))
+    z = layer.data_dependent_init(x)
+    assert np.allclose(z.mean(axis=0), 0, atol=1e-12) and np.allclose(z.std(axis=0), 1)
+    layer.forward(x)
+    dx = layer.backward(dy)
+    for p, grad in zip(layer.params(), layer.grads()):
+        num = scratch.numerical_gradient(lambda: float((layer.forward(x) * dy).sum()), p)
+        assert scratch.rel_error(grad, num) < 1e-8
+    num_x = scratch.numerical_gradient(lambda: float((layer.forward(x) * dy).sum()), x)
+    assert scratch.rel_error(dx, num_x) < 1e-8
+    with pytest.raises(ValueError, match="zero"):
+        weightnorm_forward(np.zeros((3, 2)), np.ones(2))
+    with pytest.raises(ValueError, match="expects x"):
+        layer.forward(np.ones((2, 5)))

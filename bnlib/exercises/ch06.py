@@ -185,3 +185,65 @@ def check_invariances(invariances: Callable) -> Feedback:
         return "all 12 entries agree with the numerical test"
 
     return report(run_check("exercise 6.3 invariances", body))
+
+
+# --- exercise 6.4 (diagnosis) --------------------------------------------------
+
+def placement_reference(model, tokens) -> str:
+    """``"post"`` or ``"pre"``: where a :class:`bnlib.torch.transformer.TinyTransformer` normalises.
+
+    Decided from a measurement, not from the model's attributes: a Post-LN
+    block ends with a layer norm of unit gain at initialisation, so every
+    block's output has a root mean square of 1 over the features of each
+    token; a Pre-LN block adds to an un-normalised residual stream, whose size
+    is whatever the embeddings and the branches make it.
+    """
+    import torch
+
+    rms = []
+    hooks = [b.register_forward_hook(lambda m, i, out: rms.append(out.pow(2).mean(-1).sqrt()))
+             for b in model.blocks]
+    try:
+        with torch.no_grad():
+            model(tokens)
+    finally:
+        for h in hooks:
+            h.remove()
+    unit = all(torch.allclose(r, torch.ones_like(r), atol=1e-2) for r in rms)
+    return "post" if unit else "pre"
+
+
+def check_placement_diagnosis(classify: Callable) -> Feedback:
+    """Exercise 6.4: ``classify(model, tokens) -> "pre" or "post"`` for fresh transformers at
+    initialisation (``bnlib.torch.transformer.TinyTransformer``), half of them of each kind."""
+
+    def body() -> str:
+        import torch
+
+        from bnlib.exercises import check_rng
+        from bnlib.torch.transformer import TinyTransformer
+
+        rng = check_rng(64)
+        kinds = ["pre", "post"] * 4
+        rng.shuffle(kinds)
+        wrong = []
+        for k, kind in enumerate(kinds):
+            depth, d = int(rng.integers(3, 9)), int(rng.choice([16, 32, 48]))
+            torch.manual_seed(int(rng.integers(1 << 30)))
+            model = TinyTransformer(10, 10, d=d, heads=2, depth=depth, placement=kind,
+                                    norm=str(rng.choice(["ln", "rms"])))
+            tokens = torch.as_tensor(rng.integers(0, 10, size=(16, 10)))
+            expected = placement_reference(model, tokens)
+            got = classify(model, tokens.clone())
+            if got not in ("pre", "post"):
+                raise ExerciseError(f"classify should return 'pre' or 'post'; got {got!r}")
+            if got != expected:
+                wrong.append(f"model {k + 1} ({depth} blocks, width {d}) is {expected}-normalised, "
+                             f"you said {got}")
+        if wrong:
+            raise ExerciseError(f"{len(wrong)} of {len(kinds)} models misclassified: " + "; ".join(wrong)
+                                + " - measure something that differs between the two: the size of "
+                                  "each block's output, or the gradient norms per block (section 6.6)")
+        return f"all {len(kinds)} fresh transformers classified correctly"
+
+    return report(run_check("exercise 6.4 placement diagnosis", body))

@@ -116,3 +116,159 @@ def rnn_training_curves(loss: Mapping[str, tuple], acc: Mapping[str, tuple], *,
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
+
+
+def _arm_color(label: str, k: int) -> str:
+    from bnlib.plots.style import CYCLE
+
+    low = label.lower()
+    if low.startswith("bn-lstm, gamma 0.1"):
+        return COLORS["bn"]
+    if low.startswith("bn-lstm"):
+        return "#ff7f0e"
+    for key, name in (("plain", "lstm"), ("ln", "layer"), ("rms", "rms"), ("gn", "group")):
+        if low.startswith(name):
+            return COLORS[key]
+    return CYCLE[k % len(CYCLE)]
+
+
+def recurrent_bn_figure(loss: Mapping[str, tuple] | None, acc_by_length: Mapping[str, Mapping[str, float]],
+                        lengths: Sequence[int], stat_gap: Mapping[str, np.ndarray] | None = None,
+                        *, t_train: int = 28, bayes: Mapping[str, float] | None = None,
+                        acc_ci: Mapping[str, Mapping[str, float]] | None = None,
+                        gap_steps: Sequence[int] | None = None, title: str = ""):
+    """Chapter 6: normalised LSTMs (experiment ``recurrent-bn``).
+
+    (a) training loss per arm, ``loss[label] = (steps, values)``; (b) test
+    accuracy against the test sequence length (``acc_by_length[label][str(T)]``),
+    a dashed line at the longest training length; (c) if given, how far the
+    batch-norm LSTM's running statistics at step ``t`` are from those of the
+    last training step (``stat_gap[which]`` per step, ``which`` in x, h, c).
+    """
+    panels = ["loss"] * (loss is not None) + ["acc"] + ["gap"] * (stat_gap is not None)
+    fig, axs = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
+    axes = dict(zip(panels, np.atleast_1d(axs)))
+    letters = dict(zip(panels, "abc"))
+    for k, label in enumerate(acc_by_length):
+        color = _arm_color(label, k)
+        if loss is not None:
+            steps, values = loss[label]
+            axes["loss"].plot(steps, values, color=color, label=label)
+        acc = acc_by_length[label]
+        yerr = None if acc_ci is None else [acc_ci[label][str(T)] or 0 for T in lengths]
+        axes["acc"].errorbar(lengths, [acc[str(T)] for T in lengths], yerr=yerr, marker="o",
+                             capsize=3, color=color, label=label)
+    if loss is not None:
+        axes["loss"].axhline(np.log(10), color="k", lw=0.8, ls=":")
+        axes["loss"].set(xlabel="training step", ylabel="training loss (window mean)",
+                         title="(a) training loss (dotted: chance)")
+    axes = [axes.get("loss"), axes["acc"], axes.get("gap")]
+    acc_title = f"({letters['acc']}) longer test sequences"
+    gap_title = f"({letters.get('gap', 'c')}) BN-LSTM running statistics"
+    if bayes is not None:
+        axes[1].plot(lengths, [bayes[str(T)] for T in lengths], "k--", lw=1, label="ideal reader")
+    axes[1].axvline(t_train, color="k", lw=0.8, ls=":")
+    axes[1].text(t_train * 1.03, 0.05, "training\nlength", fontsize=8)
+    axes[1].set_xscale("log", base=2)
+    axes[1].set_xticks(list(lengths))
+    axes[1].set_xticklabels([str(T) for T in lengths])
+    axes[1].set(xlabel="test sequence length T", ylabel="test accuracy (eval mode)",
+                ylim=(0, 1), title=acc_title)
+    if stat_gap is not None:
+        for which, name, color, marker in (("x", "BN of $W_x x_t$", "#7f7f7f", "s"),
+                                           ("h", "BN of $W_h h_{t-1}$", "#17becf", "o"),
+                                           ("c", "BN of $c_t$", "#8c564b", "^")):
+            gap = np.asarray(stat_gap[which], dtype=float)
+            steps = np.arange(1, len(gap) + 1) if gap_steps is None else np.asarray(gap_steps)
+            keep = gap > 0                       # the last step is at distance 0 from itself
+            axes[2].plot(steps[keep], gap[keep], marker=marker, color=color, label=name)
+        axes[2].set(xlabel="time step t", ylabel=f"relative distance from step {t_train}'s statistics",
+                    yscale="log", title=gap_title)
+        plain_log_ticks(axes[2])
+        axes[2].legend(fontsize=8)
+    handles, names = axes[1].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(handles), fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig
+
+
+def gn_cnn_figure(batch_sizes: Sequence[int], error: Mapping[str, Sequence], labels: Mapping[str, str],
+                  *, ci: Mapping[str, Sequence] | None = None, title: str = ""):
+    """Chapter 6: test error against batch size (experiment ``gn-cnn``), with optional 95% bars.
+
+    Left: every normalisation evaluated in evaluation mode.  Right: batch norm
+    evaluated three ways (running averages, recomputed population statistics,
+    batch statistics of test batches of the training size), on the same y axis.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.9), sharey=True)
+    styles = {"none": ("plain", "-"), "bn": ("bn", "-"), "gn": ("gn", "-"), "ln": ("ln", "-"),
+              "bn_recomputed": ("bn", "--"), "bn_batch_stats": ("bn", ":")}
+    for ax, keys in ((axes[0], ("none", "bn", "gn", "ln")), (axes[1], ("bn", "bn_recomputed", "bn_batch_stats"))):
+        for key in keys:
+            if key not in error:
+                continue
+            color, ls = styles[key]
+            yerr = None if ci is None or key not in ci else 100 * np.asarray(ci[key], dtype=float)
+            ax.errorbar(batch_sizes, 100 * np.asarray(error[key], dtype=float), yerr=yerr, marker="o",
+                        color=COLORS[color], ls=ls, capsize=3, label=labels.get(key, key))
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(batch_sizes))
+        ax.set_xticklabels([str(b) for b in batch_sizes])
+        ax.set(xlabel="batch size B")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    axes[0].set(ylabel="test error (%)", title="(a) evaluation mode")
+    axes[1].set(title="(b) batch norm, three ways to evaluate")
+    axes[0].set_ylim(bottom=0)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def prenorm_figure(grad_norm: Mapping[str, Sequence[float]], loss: Mapping[str, Sequence[float]],
+                   labels: Mapping[str, str], *, grad_ci: Mapping[str, Sequence[float]] | None = None,
+                   title: str = ""):
+    """Chapter 6: Pre-LN vs Post-LN (experiment ``prenorm``).
+
+    (a) gradient norm of each block's second feed-forward matrix at
+    initialisation, by block (``grad_norm[arch]``, optional 95% bars);
+    (b) training loss without warm-up and (c) with warm-up
+    (``loss["arch/no_warmup"]``, ``loss["arch/warmup"]``), on one shared y axis.
+    """
+    colors = {"post-ln": COLORS["plain"], "pre-ln": COLORS["ln"], "pre-rms": COLORS["rms"]}
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.9))
+    for arch, g in grad_norm.items():
+        g = np.asarray(g, dtype=float)
+        yerr = None if grad_ci is None else np.asarray(grad_ci[arch], dtype=float)
+        axes[0].errorbar(np.arange(1, len(g) + 1), g, yerr=yerr, marker="o", capsize=3,
+                         color=colors.get(arch), label=labels.get(arch, arch))
+    axes[0].set_xticks(range(1, 1 + max(len(g) for g in grad_norm.values())))
+    axes[0].set(xlabel="block (1 = next to the input)", ylabel="||dL/dW|| of the FFN's 2nd matrix",
+                title="(a) gradient norm at initialisation")
+    axes[0].set_ylim(bottom=0)
+    axes[0].legend(fontsize=8)
+    for ax, warm, name in ((axes[1], "no_warmup", "(b) no warm-up"), (axes[2], "warmup", "(c) with warm-up")):
+        for arch in grad_norm:
+            entry = loss[f"{arch}/{warm}"]
+            if isinstance(entry, tuple):                   # (steps, values of shape (seeds, steps))
+                steps, trace = np.asarray(entry[0]), np.atleast_2d(np.asarray(entry[1], dtype=float))
+            else:
+                trace = np.atleast_2d(np.asarray(entry, dtype=float))
+                steps = np.arange(1, trace.shape[1] + 1)
+            ax.plot(steps, np.nanmean(trace, axis=0), color=colors.get(arch), label=labels.get(arch, arch))
+            if trace.shape[0] > 1:
+                ax.fill_between(steps, np.nanmin(trace, axis=0), np.nanmax(trace, axis=0),
+                                color=colors.get(arch), alpha=0.2)
+        ax.set(xlabel="training step", ylabel="training loss", title=name, yscale="log")
+    lo = min(ax.get_ylim()[0] for ax in axes[1:])
+    hi = max(ax.get_ylim()[1] for ax in axes[1:])
+    for ax in axes[1:]:
+        ax.set_ylim(lo, hi)
+        plain_log_ticks(ax)
+    axes[2].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
