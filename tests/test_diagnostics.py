@@ -144,3 +144,24 @@ def test_plot_draws_four_panels():
     assert len(fig.axes) == 4
     assert list(rec.as_arrays()["step"]) == [0, 1, 2, 3]
     plt.close(fig)
+
+
+def test_torch_conv_bn_relu_channels_are_units():
+    """Conv weights (4-D) are watched, BN's gamma (1-D) is not; a ReLU channel that is off
+    everywhere in the batch counts as one dead unit."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(1, 3, 3)
+    model = torch.nn.Sequential(conv, torch.nn.BatchNorm2d(3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(3 * 6 * 6, 2))
+    with torch.no_grad():
+        model[1].bias[2] = -100.0            # channel 2: BN output far below 0 -> ReLU off everywhere
+    rec = Recorder(model)
+    assert rec.names == ["act 1 (relu)"] and rec.weight_names == ["W 1", "W 2"]
+    model(torch.randn(4, 1, 8, 8)).sum().backward()
+    st = rec.record(0, 0.1).layers["act 1 (relu)"]
+    assert st["dead"] == pytest.approx(1 / 3) and st["nonfinite"] == 0.0
+    model.eval()
+    model(torch.randn(7, 1, 8, 8))           # evaluation passes are not recorded
+    assert rec._taps["act 1 (relu)"].a.shape == (4, 3, 6, 6)
+    rec.detach()
