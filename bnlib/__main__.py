@@ -6,7 +6,8 @@
 * ``results``                   list the stored results (name, scale, seeds, date, wall time)
 * ``audit chapters``            list numbers in the prose that are not glued, maths or cited
 * ``bench``                     time BN forward+backward: NumPy vs PyTorch (chapter 3);
-                                ``--device cuda``: PyTorch vs Triton on a GPU (chapter 8)
+                                ``--device cuda [--json PATH] [--shapes S]``: PyTorch,
+                                torch.compile and Triton on a GPU (chapter 8)
 * ``student SRC DST``           write the student version of the notebooks (no solutions)
 * ``tag [PATHS]``                write nbgrader's cell metadata (``--check``: only check it)
 * ``grade SUBMISSION...``       grade students' notebooks against the instructor's (``score: P/T``);

@@ -102,3 +102,26 @@ sys.exit(main(['bench', '--device', 'cuda', '--json', 'unused.json']))
         pytest.skip("this machine has a GPU: the bench would run")
     assert proc.returncode == 2, proc.stderr
     assert "no CUDA GPU" in proc.stderr and "blocked" not in proc.stderr + proc.stdout
+
+
+def test_json_without_cuda_is_a_one_line_error(capsys, tmp_path):
+    from bnlib.__main__ import main
+
+    assert main(["bench", "--json", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err
+    assert "--device cuda" in err and len(err.strip().splitlines()) == 1
+
+
+def test_chapter_8_figures_draw():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from bnlib.plots.ch08 import cpu_gap_figure, split_reduction_figure
+    from bnlib.timing import Timing
+
+    fig = split_reduction_figure(N=5, L=7, block_n=2, block_l=4, title="t")
+    assert len(fig.axes) == 2
+    rows = [{"name": n, "threads": 1, "ms": ms, "low_ms": 0.9 * ms, "high_ms": 1.1 * ms,
+             "timing": Timing(n, [ms])} for n, ms in (("a", 1.0), ("b", 2.0))]
+    fig = cpu_gap_figure(rows, [("a vs b", "a", "b")])
+    assert fig.axes[0].get_xlim()[1] > 2.2

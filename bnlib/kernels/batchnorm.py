@@ -64,9 +64,13 @@ it and they take CUDA tensors.  Without one, importing :mod:`bnlib.kernels`
 sets ``TRITON_INTERPRET=1`` (unless it is set already), and the same kernel
 *source* runs in Triton's interpreter on CPU tensors, block by block in NumPy.
 That checks the indexing, masks and arithmetic, not what the GPU adds: the
-interpreter has no memory coalescing, occupancy or scheduling to measure, its
-integers do not model the GPU's int32 overflow the way a launch would hit it,
-and the GPU's ``sqrt`` and division may be approximate where NumPy's are exact.
+interpreter has no memory coalescing, occupancy or scheduling to measure; its
+32-bit integers wrap around as the GPU's do, but a tensor large enough to make
+them wrap (over ``2**31`` elements, 8 GB of float32) is beyond what a test can
+walk through in the interpreter, which is why :func:`launch_plan`'s choice is
+tested as arithmetic; and the GPU may compute ``tl.sqrt`` and ``/``
+approximately (Triton's ``tl.sqrt_rn`` and ``tl.div_rn`` round as IEEE
+requires), where NumPy's are exact.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Batch norm in PyTorch on one device: memory traffic and time (chapter 8).
+"""Batch norm in PyTorch and Triton: memory traffic and time (chapter 8).
 
 Four implementations of the same training-mode forward + backward pass:
 
@@ -7,16 +7,28 @@ Four implementations of the same training-mode forward + backward pass:
 * ``bnlib.torch``: :class:`bnlib.torch.BatchNormFunction`, the compact
   backward of chapter 3 written by hand in PyTorch operations;
 * ``torch``: :func:`torch.nn.functional.batch_norm`, PyTorch's own fused
-  kernels (cuDNN's on an NVIDIA GPU);
-* ``triton``: :mod:`bnlib.kernels`, two fused kernels; timed only when Triton
-  compiles for a GPU (its CPU interpreter is a checking tool, not a fast path);
+  kernels (cuDNN's or PyTorch's native ones on an NVIDIA GPU);
+* ``triton``: :mod:`bnlib.kernels`, the split-reduction kernels; timed only
+  when Triton compiles for a GPU (its CPU interpreter is a checking tool, not a
+  fast path);
 * ``torch.compile``: the composite version compiled (:func:`compiled_composite`),
   timed when asked for by name.
 
-:func:`traffic` counts what each moves with :class:`bnlib.torch.traffic.MemoryTrace`
-(for ``triton``, the passes its kernels make by construction);
-:func:`time_methods` times them on the same tensors, in turn;
-``python -m bnlib bench --device cuda`` prints both on a GPU.
+On the CPU (chapter 8, sections 8.2-8.3): :func:`traffic` counts what each
+moves with :class:`bnlib.torch.traffic.MemoryTrace` (for ``triton``, the
+passes its kernels make by construction); :func:`time_methods` times them on
+the same tensors, in turn, with :func:`bnlib.timing.compare`.
+
+On a GPU, ``python -m bnlib bench --device cuda [--json PATH]`` (:func:`main`,
+:func:`run_gpu_bench`): composite, ``torch.compile``, ``torch`` and ``triton``;
+forward and forward+backward; float32 and bfloat16; the book's shapes and
+ResNet-50's, contiguous and channels-last; each the median of interleaved
+repetitions timed with CUDA events (:func:`cuda_event_compare`), with its
+spread, the GB/s of a two-phase kernel's traffic and that as a percentage of
+the measured device-to-device copy bandwidth; the targets of issue 14
+(:func:`targets`); a JSON file with the GPU's name, driver and the versions
+(:func:`write_json`), which chapter 8 renders from ``results/gpu/``.  Only
+torch, triton and NumPy are needed.
 """
 from __future__ import annotations
 
