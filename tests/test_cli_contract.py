@@ -20,6 +20,8 @@ def _bad_cases(tmp):
     bad_kernel.write_text('{"cells": [], "metadata": {"kernelspec": {"name": "no-such-kernel", '
                           '"display_name": "x", "language": "python"}}, "nbformat": 4, '
                           '"nbformat_minor": 5}')
+    no_notebooks = tmp / "class"
+    (no_notebooks / "alice").mkdir(parents=True)
     full = tmp / "full"
     full.mkdir()
     (full / "keep.ipynb").write_text("{}")
@@ -53,8 +55,13 @@ def _bad_cases(tmp):
         (["grade", "--timeout", "0", "x.ipynb"], "--timeout"),
         (["grade", str(tmp / "missing.ipynb")], "no such notebook"),
         (["grade", str(not_a_notebook)], "not a readable notebook"),
-        (["grade"], "notebooks"),
-        (["grade", str(bad_kernel)], "no Jupyter kernel named 'no-such-kernel'"),
+        (["grade"], "SUBMISSION"),
+        (["grade", str(bad_kernel)], "no instructor's notebook bad_kernel.ipynb"),
+        (["grade", str(bad_kernel), "--source", str(a_file)], "--source"),
+        (["grade", str(bad_kernel), "--timeout", "x"], "--timeout"),
+        (["grade", str(no_notebooks)], "no student folders"),
+        (["student", "chapters", "./chapters/../chapters"], "overwrite the solutions"),
+        (["tag", str(tmp / "missing")], "no such notebook"),
     ] + ([] if _is_root() else [
         (["run", "fan-in", "--scale", "smoke", "--out", str(ro / "x")], "not writable")])
 

@@ -111,8 +111,9 @@ def _tiny_notebook(path):
         nbformat.v4.new_code_cell(SOLVED, metadata={"tags": ["solution", "hide-input"]}),
         nbformat.v4.new_code_cell(
             "from bnlib.exercises import run_check, expect_close\n"
-            "fb = run_check('double', lambda: (expect_close('f(3)', f(3), 6), 'ok')[1])\n"
-            "print(fb)\nassert fb.passed"),
+            "def check_double(f):\n"
+            "    return run_check('double', lambda: (expect_close('f(3)', f(3), 6), 'ok')[1])\n"
+            "fb = check_double(f)\nprint(fb)\nassert fb.passed"),
     ]
     nbformat.write(nb, path)
 
@@ -123,11 +124,14 @@ def test_student_version_and_grading(tmp_path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
     _tiny_notebook(src / "01_tiny.ipynb")
-    assert grade(src / "01_tiny.ipynb") == (1, 1, ["[PASS] double: ok"])
+    _tiny_notebook(tmp_path / "01_tiny.ipynb")         # a submission with the right answer
+    result = grade(tmp_path / "01_tiny.ipynb", src, timeout=60)
+    assert (result.score, result.total) == (1, 1) and result.checks[0].message == "ok"
     (written,) = make_student_notebooks(src, dst)
     student = nbformat.read(written, as_version=4)
     assert "2 * x" not in student.cells[0].source
     assert "assert fb.passed" not in student.cells[1].source
     assert all(not c.get("outputs") for c in student.cells)
-    passed, total, lines = grade(written)
-    assert (passed, total) == (0, 1) and lines[0].startswith("[TODO] double")
+    result = grade(written, src, timeout=60)
+    assert (result.score, result.total) == (0, 1)
+    assert result.checks[0].message.startswith("not implemented")
