@@ -213,7 +213,8 @@ def test_layernorm_backward_accepts_right_answers():
     def via_bnlib(dy, x, gamma, eps=1e-5):
         _, cache = layernorm_forward(x, gamma, np.zeros_like(gamma), eps)
         return layernorm_backward(dy, cache)
-    assert check_layernorm_backward(via_bnlib).passed
+    # calling bnlib's own layernorm_backward is not an answer: the check makes it unavailable
+    assert "unavailable" in check_layernorm_backward(via_bnlib).message
     assert str(check_layernorm_backward(todo)).startswith("[TODO]")
 
 

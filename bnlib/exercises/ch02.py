@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from bnlib.exercises import check_rng
 from bnlib.exercises import ExerciseError, Feedback, expect_scalar, expect_shape, report, run_check
 
 
@@ -35,7 +36,7 @@ def check_z_std(z_std: Callable[[np.ndarray, float, float], float]) -> Feedback:
             ("the initialisation article's neuron, N(0,1/n_in) weights", seed003, 1.0 / np.sqrt(1000), 1.0),
             ("no bias", np.ones(10), 0.5, 0.0),
             ("inputs other than 0 and 1", np.array([2.0, -1.0, 0.5, 3.0]), 0.3, 0.2),
-            ("random inputs", np.random.default_rng(2).normal(size=300), 0.1, 1.0),
+            ("random inputs", check_rng(2).normal(size=300), 0.1, 1.0),
         ]
         for label, x, w_std, b_std in cases:
             expected = z_std_reference(x, w_std, b_std)
@@ -102,17 +103,17 @@ def check_kaiming_normal(kaiming_normal: Callable[[int, int, np.random.Generator
 
     def body() -> str:
         W = expect_shape("kaiming_normal(3, 5, rng)",
-                         kaiming_normal(3, 5, np.random.default_rng(0)), (3, 5))
-        again = np.asarray(kaiming_normal(3, 5, np.random.default_rng(0)))
+                         kaiming_normal(3, 5, check_rng(0)), (3, 5))
+        again = np.asarray(kaiming_normal(3, 5, check_rng(0)))
         if not np.array_equal(W, again):
             raise ExerciseError("two calls with the same seed gave different matrices - "
                                 "draw the numbers from the rng argument, not np.random")
-        other = np.asarray(kaiming_normal(3, 5, np.random.default_rng(1)))
+        other = np.asarray(kaiming_normal(3, 5, check_rng(1)))
         if np.array_equal(W, other):
             raise ExerciseError("different seeds gave the same matrix - use the rng argument")
         for n_in, n_out in [(2000, 500), (500, 2000)]:
             W = expect_shape(f"kaiming_normal({n_in}, {n_out}, rng)",
-                             kaiming_normal(n_in, n_out, np.random.default_rng(3)),
+                             kaiming_normal(n_in, n_out, check_rng(3)),
                              (n_in, n_out)).astype(np.float64)
             expected = np.sqrt(2.0 / n_in)
             std, mean = W.std(), W.mean()
@@ -134,7 +135,7 @@ def check_kaiming_normal(kaiming_normal: Callable[[int, int, np.random.Generator
                 raise ExerciseError(f"the weights do not look normal (skewness {skew:.2f}, "
                                     f"kurtosis {kurt:.2f}; a normal has 0 and 3)")
         # 20 ReLU layers of 300 units keep the scale of the signal
-        rng = np.random.default_rng(4)
+        rng = check_rng(4)
         h = rng.standard_normal((200, 300))
         first = None
         for _ in range(20):
@@ -147,7 +148,9 @@ def check_kaiming_normal(kaiming_normal: Callable[[int, int, np.random.Generator
         return (f"shape, seeding and N(0, 2/n_in) are right; 20 ReLU layers change the "
                 f"activations' std by a factor {ratio:.2f}")
 
-    return report(run_check("exercise 2.3 kaiming_normal", body))
+    return report(run_check("exercise 2.3 kaiming_normal", body, blocks=(
+                                 "bnlib.scratch.init:kaiming_normal",
+    )))
 
 
 # --- exercise 2.4 --------------------------------------------------------------
@@ -171,7 +174,7 @@ def check_std_over_depth(std_over_depth: Callable[..., np.ndarray]) -> Feedback:
     def body() -> str:
         from bnlib.exercises import check_rng
 
-        rng = check_rng(204)
+        rng = np.random.default_rng(204)
         for case in range(4):
             n, n_in = int(rng.integers(50, 200)), int(rng.integers(10, 60))
             depth, width = int(rng.integers(3, 9)), int(rng.integers(20, 80))

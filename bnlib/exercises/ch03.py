@@ -1,7 +1,7 @@
 """Checks for the exercises of chapter 3 (deriving batch normalization).
 
-Each ``check_*`` takes the student's function(s), runs them on fixed, seeded
-inputs, compares the result with bnlib's reference implementation, prints one
+Each ``check_*`` takes the student's function(s), runs them on inputs drawn
+from ``check_rng``, compares the result with bnlib's reference implementation, prints one
 line of feedback and returns the :class:`~bnlib.exercises.Feedback`: PASS,
 FAIL with what is wrong (which output, its shape, how large the error is and,
 for the usual mistakes, a hint), or TODO while the function still raises
@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from bnlib.exercises import check_rng
 from bnlib.exercises import ExerciseError, Feedback, expect_close, report, run_check
 from bnlib.scratch.functional import (batchnorm_backward, batchnorm_forward, layernorm_backward,
                                       layernorm_forward)
@@ -102,7 +103,7 @@ def _compare(what: str, got, expected, mistakes: dict[str, np.ndarray] | None = 
 
 def _bn_case(seed: int, n: int = 12, d: int = 5, eps: float = 1e-5, scale: float = 1.0):
     """x with a different mean and spread per feature, non-trivial gamma and beta."""
-    rng = np.random.default_rng(seed)
+    rng = check_rng(seed)
     x = rng.normal(size=(n, d)) * rng.uniform(0.5, 3.0, size=d) * scale + rng.uniform(-4, 4, size=d)
     gamma = rng.uniform(0.5, 2.0, size=d) * rng.choice([-1.0, 1.0], size=d)
     beta = rng.normal(size=d)
@@ -160,7 +161,10 @@ def check_batchnorm_forward(forward: Callable) -> Feedback:
                      {x.shape[::-1]: "y must have the shape of x, (N, D)"})
         return "y matches bnlib.scratch.batchnorm_forward on three batches (relative error < 1e-7)"
 
-    return report(run_check("exercise 3.1 batchnorm forward", body))
+    return report(run_check("exercise 3.1 batchnorm forward", body, blocks=(
+                                 "bnlib.scratch.functional:batchnorm_forward",
+                                 "bnlib.scratch.blocked:batchnorm_forward_blocked",
+    )))
 
 
 # --- exercise 3.2: the backward pass ------------------------------------------------
@@ -219,7 +223,7 @@ def check_batchnorm_backward(forward: Callable, backward: Callable) -> Feedback:
             if not _close(y, expected_y, TOL):
                 raise ExerciseError(f"the forward pass ({label}) is wrong, so the gradients cannot "
                                     "be right: make check_batchnorm_forward pass first")
-            dy = np.random.default_rng(10 + len(label)).normal(size=x.shape)
+            dy = check_rng(10 + len(label)).normal(size=x.shape)
             grads = _call(f"backward ({label})", backward, dy.copy(), cache)
             dx, dgamma, dbeta = _unpack(f"backward ({label})", grads, ("dx", "dgamma", "dbeta"))
             exp_dx, exp_dgamma, exp_dbeta = batchnorm_backward(dy, ref_cache)
@@ -246,7 +250,13 @@ def check_batchnorm_backward(forward: Callable, backward: Callable) -> Feedback:
         return ("dx, dgamma and dbeta match bnlib.scratch.batchnorm_backward on two batches "
                 "(relative error < 1e-7)")
 
-    return report(run_check("exercise 3.2 batchnorm backward", body))
+    return report(run_check("exercise 3.2 batchnorm backward", body, blocks=(
+                                 "bnlib.scratch.functional:batchnorm_forward",
+                                 "bnlib.scratch.functional:batchnorm_backward",
+                                 "bnlib.scratch.functional:batchnorm_backward_staged",
+                                 "bnlib.scratch.blocked:batchnorm_forward_blocked",
+                                 "bnlib.scratch.blocked:batchnorm_backward_blocked",
+    )))
 
 
 # --- exercise 3.3: dgamma and dbeta for 2-D and 4-D input ----------------------------
@@ -259,7 +269,7 @@ def check_gamma_beta_grads(gamma_beta_grads: Callable) -> Feedback:
     """
 
     def body() -> str:
-        rng = np.random.default_rng(5)
+        rng = check_rng(5)
         cases = [("2-D input (8, 3)", (8, 3)), ("4-D input (4, 3, 5, 6)", (4, 3, 5, 6))]
         for label, shape in cases:
             x = rng.normal(size=shape) * 2.0 + 1.0
@@ -288,7 +298,11 @@ def check_gamma_beta_grads(gamma_beta_grads: Callable) -> Feedback:
                 raise ExerciseError("; ".join(problems))
         return "dgamma and dbeta are right for (N, D) and (N, C, H, W) input"
 
-    return report(run_check("exercise 3.3 dgamma and dbeta", body))
+    return report(run_check("exercise 3.3 dgamma and dbeta", body, blocks=(
+                                 "bnlib.scratch.functional:batchnorm_backward",
+                                 "bnlib.scratch.functional:batchnorm_backward_staged",
+                                 "bnlib.scratch.blocked:batchnorm_backward_blocked",
+    )))
 
 
 # --- exercise 3.4: layer normalisation's backward pass --------------------------------
@@ -326,7 +340,7 @@ def check_layernorm_backward(layernorm_backward_fn: Callable) -> Feedback:
     def body() -> str:
         cases = [("batch (6, 5)", 6, 5, 1e-5, 6), ("batch (3, 8), eps=0.1", 3, 8, 0.1, 7)]
         for label, n, d, eps, seed in cases:
-            rng = np.random.default_rng(seed)
+            rng = check_rng(seed)
             x = rng.normal(size=(n, d)) * rng.uniform(0.5, 2.0, size=(n, 1)) + rng.normal(size=(n, 1))
             gamma = rng.uniform(0.5, 2.0, size=d) * rng.choice([-1.0, 1.0], size=d)
             beta = rng.normal(size=d)
@@ -361,4 +375,6 @@ def check_layernorm_backward(layernorm_backward_fn: Callable) -> Feedback:
         return ("dx, dgamma and dbeta match bnlib.scratch.layernorm_backward on two batches "
                 "(relative error < 1e-7)")
 
-    return report(run_check("exercise 3.4 layernorm backward", body))
+    return report(run_check("exercise 3.4 layernorm backward", body, blocks=(
+                                 "bnlib.scratch.functional:layernorm_backward",
+    )))

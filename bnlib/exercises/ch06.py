@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from bnlib.exercises import check_rng
 from bnlib.exercises import ExerciseError, Feedback, expect_close, expect_shape, report, run_check
 from bnlib.scratch import functional as F
 from bnlib.scratch.norms import groupnorm_forward, rmsnorm_backward, rmsnorm_forward
@@ -89,7 +90,7 @@ def check_group_norm(group_norm: Callable) -> Feedback:
     """Exercise 6.1: ``group_norm(x, gamma, beta, num_groups, eps) -> y``, eq. (ch6-gn)."""
 
     def body() -> str:
-        rng = np.random.default_rng(61)
+        rng = check_rng(61)
         for shape, groups in (((4, 6, 3, 3), 3), ((3, 8, 5), 2), ((5, 4), 2)):
             x = rng.normal(1.0, 2.0, size=shape)
             C = shape[1]
@@ -117,7 +118,9 @@ def check_group_norm(group_norm: Callable) -> Feedback:
                 raise ExerciseError(f"{err}{hint}")
         return "statistics per example and group of channels, then a scale and shift per channel"
 
-    return report(run_check("exercise 6.1 group_norm", body))
+    return report(run_check("exercise 6.1 group_norm", body, blocks=(
+                                 "bnlib.scratch.norms:groupnorm_forward",
+    )))
 
 
 # --- exercise 6.2 --------------------------------------------------------------
@@ -131,7 +134,7 @@ def check_rmsnorm_backward(rms_backward: Callable) -> Feedback:
     """Exercise 6.2: ``rms_backward(dy, x, gamma, eps) -> (dx, dgamma)``, eq. (ch6-rms-dx)."""
 
     def body() -> str:
-        rng = np.random.default_rng(62)
+        rng = check_rng(62)
         x = rng.normal(0.7, 1.5, size=(5, 7))
         gamma, dy = rng.normal(size=7), rng.normal(size=(5, 7))
         got = rms_backward(dy.copy(), x.copy(), gamma.copy(), 1e-5)
@@ -154,7 +157,9 @@ def check_rmsnorm_backward(rms_backward: Callable) -> Feedback:
             raise ExerciseError(f"{err}{hint}")
         return "dx = inv_rms * (g - x_hat * mean(g * x_hat)) with g = gamma * dy"
 
-    return report(run_check("exercise 6.2 rmsnorm_backward", body))
+    return report(run_check("exercise 6.2 rmsnorm_backward", body, blocks=(
+                                 "bnlib.scratch.norms:rmsnorm_backward",
+    )))
 
 
 # --- exercise 6.3 --------------------------------------------------------------
@@ -184,7 +189,9 @@ def check_invariances(invariances: Callable) -> Feedback:
             raise ExerciseError(f"{len(wrong)} of 12 entries are wrong: " + "; ".join(wrong))
         return "all 12 entries agree with the numerical test"
 
-    return report(run_check("exercise 6.3 invariances", body))
+    return report(run_check("exercise 6.3 invariances", body, blocks=(
+                                 "bnlib.exercises.ch06:is_invariant",
+    )))
 
 
 # --- exercise 6.4 (diagnosis) --------------------------------------------------
