@@ -146,8 +146,11 @@ def test_batch_renorm_matches_eval_mode_and_beats_bn_on_bad_batches(renorm_resul
         # training mode computes (almost) what eval mode computes with batch renorm, not with BN
         assert out["renorm/output_gap"] < 0.2 < out["bn/output_gap"]
         assert out["renorm/final_d_max"] == pytest.approx(5.0) and out["renorm/final_r_max"] > 2.9
+        # training and eval mode differ only where r or d is clipped
+        if out["renorm/clipped_fraction"] == 0:
+            assert out["renorm/output_gap"] < 1e-6
     # two classes per batch: BN's eval-mode accuracy suffers, batch renorm's does not
-    assert s["noniid"]["renorm/test_acc"] > s["noniid"]["bn/test_acc"] + 0.05
+    assert s["noniid"]["renorm/test_acc"] > s["noniid"]["bn/test_acc"] + 0.02
 
 
 def test_batch_renorm_plot_json_and_sampler(renorm_result, tmp_path):
@@ -170,3 +173,9 @@ def test_eval_shift_keeps_its_models(shift_result):
 
     assert set(shift_result.models) == set(eval_shift.NETS)
     assert all(isinstance(m, Sequential) and not m.training for m in shift_result.models.values())
+
+
+def test_batch_renorm_subset_of_settings_gives_the_same_runs(renorm_result):
+    # the chapter runs two set-ups live and compares them with the stored seed 0 of all three
+    subset = experiments.run("batch-renorm", "smoke", settings=("noniid",)).summary()
+    assert subset["noniid"] == renorm_result.summary()["noniid"]

@@ -163,11 +163,13 @@ def precise_bn_gap_bands(steps: Sequence[int], gaps: Mapping[str, tuple], *, zoo
 
 
 def batch_renorm_curves(steps: Sequence[int], curves: Mapping[str, Mapping[str, Sequence[float]]], *,
-                        titles: Mapping[str, str], labels: Mapping[str, str], title: str = ""):
+                        titles: Mapping[str, str], labels: Mapping[str, str], title: str = "",
+                        warmup: int | None = None):
     """Eval-mode test accuracy during training, batch norm vs batch renorm, one panel per set-up.
 
     ``curves[setting][arm]`` is the accuracy at each of ``steps``; all panels
-    share one y-axis.  Returns the figure.
+    share one y-axis.  ``warmup``: a dotted line where batch renorm's limits
+    start to open (before it, batch renorm is batch norm).  Returns the figure.
     """
     settings = list(curves)
     fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings) + 1.8, 3.5),
@@ -179,6 +181,9 @@ def batch_renorm_curves(steps: Sequence[int], curves: Mapping[str, Mapping[str, 
         for k, (arm, acc) in enumerate(curves[setting].items()):
             style = styles.get(arm, dict(color=CYCLE[(k + 2) % len(CYCLE)], ls="-"))
             ax.plot(steps, acc, marker="o", ms=3.5, lw=1.6, label=labels.get(arm, arm), **style)
+        if warmup:
+            ax.axvline(warmup, color="0.4", ls=":", lw=1.2,
+                       label=f"renorm limits open (step {warmup}); before: batch norm")
         ax.set(xlabel="training step", title=titles.get(setting, setting))
         ax.grid(alpha=0.3)
     axes[0].set(ylabel="test accuracy (eval mode)")
