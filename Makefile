@@ -1,7 +1,8 @@
 # Two commands on a fresh machine (see README.md):
 #   make book   build the HTML book, executing the notebooks -> _build/html/index.html
-#   make test   run every test: bnlib unit tests, the notebooks under nbval, the prose audit,
-#               a strict book build
+#   make test   run every test: bnlib unit tests (the grader's and nbgrader's among them), the
+#               notebooks under nbval, the prose audit, a strict book build
+#   make student / make tag   the student version in student/ / nbgrader's metadata in chapters/
 #   make lab    JupyterLab on chapters/ with the book's kernel ("Python (bnlib)")
 #   make pdf    the whole book as one PDF, _build/pdf/book.pdf (needs Chromium; see README)
 #   make test-browser / test-pdf   the built book in headless Chromium / the PDF's contents
@@ -29,7 +30,7 @@ endef
 
 BROWSER := $(VENV)/.browser-installed
 
-.PHONY: lab pdf test-pdf test-browser book test test-unit test-notebooks test-audit test-build student clean
+.PHONY: lab pdf test-pdf test-browser book test test-unit test-notebooks test-audit test-build student tag clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -106,8 +107,15 @@ test-browser: $(BROWSER)
 test-pdf: pdf
 	$(PY) -m pytest -q -p no:cacheprovider tests/book/test_pdf.py
 
+# The student version of the chapters (solutions stubbed, cells that show a reference solution
+# removed, model answers emptied) in student/; grading: python -m bnlib grade (see README.md).
 student: $(STAMP)
 	$(PY) -m bnlib student --force chapters student
+
+# nbgrader's cell metadata in every chapter, derived from the exercise conventions; run it after
+# changing a chapter's cells (make test checks it is up to date).
+tag: $(STAMP)
+	$(PY) -m bnlib tag chapters
 
 clean:
 	rm -rf _build student
