@@ -258,7 +258,7 @@ def _solution_cells(nb):
 def test_notebook_solutions_are_tagged_and_stripped(tmp_path):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     solutions = _solution_cells(nb)
-    assert len(solutions) == 4, "one solution cell per exercise"
+    assert len(solutions) == 6, "one solution cell per exercise"
     for cell in solutions:
         tags = cell.metadata.get("tags", [])
         assert "hide-input" in tags and "solution" in tags, tags
@@ -270,7 +270,7 @@ def test_notebook_solutions_are_tagged_and_stripped(tmp_path):
     student = nbformat.read(tmp_path / NOTEBOOK.name, as_version=4)
     assert tmp_path / NOTEBOOK.name in written
     code = "\n".join(c.source for c in student.cells if c.cell_type == "code")
-    assert BEGIN not in code and code.count(STUB) == 4
+    assert BEGIN not in code and code.count(STUB) == 7  # exercise 3.6 has two functions
     assert ".passed" not in code, "students' copies must run on past an unfinished exercise"
     assert all(not c.get("outputs") for c in student.cells if c.cell_type == "code")
 
@@ -284,5 +284,149 @@ def test_student_exercise_cells_report_todo(capsys):
     for source in cells[start:]:
         exec(compile(student_source(source), "<student cell>", "exec"), namespace)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
-    assert len(lines) == 4, lines
+    assert len(lines) == 6, lines
     assert all(line.startswith("[TODO]") for line in lines), lines
+
+
+# --- exercise 3.5: the student's own gradient checker ------------------------------
+
+from bnlib.exercises.ch03 import check_batchnorm2d, check_grad_check  # noqa: E402
+
+
+def grad_check_ok(f, x, h=1e-5):
+    grad = np.zeros_like(x)
+    for k in np.ndindex(x.shape):
+        old = x[k]
+        x[k] = old + h
+        f_plus = f(x)
+        x[k] = old - h
+        f_minus = f(x)
+        x[k] = old
+        grad[k] = (f_plus - f_minus) / (2 * h)
+    return grad
+
+
+def grad_check_one_sided(f, x, h=1e-5):
+    grad = np.zeros_like(x)
+    f0 = f(x)
+    for k in np.ndindex(x.shape):
+        xp = x.copy()
+        xp[k] += h
+        grad[k] = (f(xp) - f0) / h
+    return grad
+
+
+def grad_check_fixed_h(f, x, h=1e-5):
+    return grad_check_ok(f, x, 1e-5)
+
+
+def grad_check_no_restore(f, x, h=1e-5):
+    grad = np.zeros_like(x)
+    for k in np.ndindex(x.shape):
+        old = x[k]
+        x[k] = old + h
+        f_plus = f(x)
+        x[k] = old - h
+        grad[k] = (f_plus - f(x)) / (2 * h)
+    return grad
+
+
+def grad_check_over_h(f, x, h=1e-5):
+    return 2 * grad_check_ok(f, x, h)
+
+
+@pytest.mark.parametrize("seed", ["0", "1", "12345"])
+def test_grad_check_accepts_right_answers(seed, monkeypatch):
+    from bnlib.scratch import numerical_gradient
+
+    monkeypatch.setenv("BNLIB_CHECK_SEED", seed)
+    assert check_grad_check(grad_check_ok).passed
+    assert check_grad_check(lambda f, x, h=1e-5: numerical_gradient(f, x, h)).passed
+
+
+def test_grad_check_todo():
+    feedback = check_grad_check(todo)
+    assert not feedback.passed and str(feedback).startswith("[TODO]"), feedback
+
+
+@pytest.mark.parametrize("wrong, fragments", [
+    (grad_check_one_sided, ["one-sided"]),
+    (grad_check_fixed_h, ["h = 0.1"]),
+    (grad_check_no_restore, ["left x changed"]),
+    (grad_check_over_h, ["divide by 2h"]),
+    (lambda f, x, h=1e-5: None, ["returned None"]),
+    (lambda f, x, h=1e-5: np.zeros(3), ["shape"]),
+])
+def test_grad_check_explains_mistakes(wrong, fragments):
+    _fails(check_grad_check(wrong), *fragments)
+
+
+def test_grad_check_cannot_be_fitted_to_one_run(monkeypatch):
+    # answers recorded under one check seed fail under another
+    recorded = []
+    monkeypatch.setenv("BNLIB_CHECK_SEED", "0")
+    check_grad_check(lambda f, x, h=1e-5: recorded.append(grad_check_ok(f, x, h)) or recorded[-1])
+    replay = iter(recorded)
+    monkeypatch.setenv("BNLIB_CHECK_SEED", "7")
+    assert not check_grad_check(lambda f, x, h=1e-5: next(replay)).passed
+
+
+# --- exercise 3.6: batch norm for (N, C, H, W) --------------------------------------
+
+def bn2d_forward_ok(x, gamma, beta, eps=1e-5):
+    axes = (0, 2, 3)
+    mu = x.mean(axis=axes, keepdims=True)
+    inv_std = 1.0 / np.sqrt(((x - mu) ** 2).mean(axis=axes, keepdims=True) + eps)
+    x_hat = (x - mu) * inv_std
+    g = gamma.reshape(1, -1, 1, 1)
+    return g * x_hat + beta.reshape(1, -1, 1, 1), (x_hat, inv_std, g)
+
+
+def bn2d_backward_ok(dy, cache):
+    x_hat, inv_std, g = cache
+    axes = (0, 2, 3)
+    m = dy.size // dy.shape[1]
+    dbeta = dy.sum(axis=axes)
+    dgamma = (dy * x_hat).sum(axis=axes)
+    dx = g * inv_std / m * (m * dy - dbeta.reshape(1, -1, 1, 1)
+                            - x_hat * dgamma.reshape(1, -1, 1, 1))
+    return dx, dgamma, dbeta
+
+
+def _bn2d_forward_axes(axes):
+    def forward(x, gamma, beta, eps=1e-5):
+        mu, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+        x_hat = (x - mu) / np.sqrt(var + eps)
+        return gamma.reshape(1, -1, 1, 1) * x_hat + beta.reshape(1, -1, 1, 1), None
+    return forward
+
+
+def bn2d_backward_m_is_n(dy, cache):
+    x_hat, inv_std, g = cache
+    axes = (0, 2, 3)
+    m = dy.shape[0]
+    dbeta, dgamma = dy.sum(axis=axes), (dy * x_hat).sum(axis=axes)
+    dx = g * inv_std / m * (m * dy - dbeta.reshape(1, -1, 1, 1) - x_hat * dgamma.reshape(1, -1, 1, 1))
+    return dx, dgamma, dbeta
+
+
+@pytest.mark.parametrize("seed", ["0", "3"])
+def test_bn2d_accepts_right_answers(seed, monkeypatch):
+    monkeypatch.setenv("BNLIB_CHECK_SEED", seed)
+    assert check_batchnorm2d(batchnorm_forward, batchnorm_backward).passed
+    assert check_batchnorm2d(bn2d_forward_ok, bn2d_backward_ok).passed
+
+
+def test_bn2d_todo():
+    assert str(check_batchnorm2d(todo, todo)).startswith("[TODO]")
+
+
+@pytest.mark.parametrize("forward, backward, fragments", [
+    (_bn2d_forward_axes(0), bn2d_backward_ok, ["per channel and position"]),
+    (_bn2d_forward_axes((2, 3)), bn2d_backward_ok, ["instance norm"]),
+    (bn2d_forward_ok, bn2d_backward_m_is_n, ["N * H * W"]),
+    (bn2d_forward_ok, lambda dy, c: (dy * 0, np.zeros(dy.shape[1]), dy.sum(axis=(0, 2, 3))),
+     ["dx", "dgamma"]),
+])
+def test_bn2d_explains_mistakes(forward, backward, fragments):
+    _fails(check_batchnorm2d(forward, backward), *fragments)

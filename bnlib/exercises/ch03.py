@@ -378,3 +378,212 @@ def check_layernorm_backward(layernorm_backward_fn: Callable) -> Feedback:
     return report(run_check("exercise 3.4 layernorm backward", body, blocks=(
                                  "bnlib.scratch.functional:layernorm_backward",
     )))
+
+
+# --- exercise 3.5: your own gradient checker (appended; issue 12) ---------------------
+
+from bnlib.exercises import check_rng as _check_rng  # noqa: E402
+from bnlib.scratch.gradcheck import numerical_gradient as _numerical_gradient  # noqa: E402
+from bnlib.scratch.gradcheck import rel_error as _rel_error  # noqa: E402
+
+
+def _random_function(rng: np.random.Generator, kind: str, shape: tuple):
+    """A fresh scalar function of an array of ``shape`` and its exact gradient: ``(f, grad)``."""
+    n = int(np.prod(shape))
+    if kind == "tanh":
+        w, a, c = rng.normal(size=shape), rng.uniform(0.5, 2.0, size=shape), rng.normal(size=shape)
+        return (lambda x: float(np.sum(w * np.tanh(a * x + c))),
+                lambda x: w * a * (1.0 - np.tanh(a * x + c) ** 2))
+    if kind == "quadratic":
+        A, b = rng.normal(size=(n, n)), rng.normal(size=n)
+        return (lambda x: float(0.5 * x.ravel() @ A @ x.ravel() + b @ x.ravel()),
+                lambda x: (0.5 * (A + A.T) @ x.ravel() + b).reshape(shape))
+    if kind == "logsumexp":
+        W = rng.normal(size=(4, n))
+
+        def f(x):
+            z = W @ x.ravel()
+            return float(z.max() + np.log(np.exp(z - z.max()).sum()))
+
+        def grad(x):
+            z = W @ x.ravel()
+            p = np.exp(z - z.max())
+            return (W.T @ (p / p.sum())).reshape(shape)
+
+        return f, grad
+    if kind == "batchnorm":                  # L = sum(w * BN(x)), x of shape (N, D) or (N, C, H, W)
+        C = shape[1]
+        gamma, beta, w = rng.normal(size=C), rng.normal(size=C), rng.normal(size=shape)
+        return (lambda x: float(np.sum(w * batchnorm_forward(x, gamma, beta)[0])),
+                lambda x: batchnorm_backward(w, batchnorm_forward(x, gamma, beta)[1])[0])
+    raise ValueError(kind)
+
+
+def check_grad_check(grad_check: Callable) -> Feedback:
+    """Exercise 3.5: ``grad_check(f, x, h=1e-5) -> numerical gradient`` of scalar ``f(x)``.
+
+    The student's central-difference gradient is compared with the exact
+    gradient of fresh random functions (``tanh`` sums, quadratic forms,
+    log-sum-exp, batch norm) on random 1-D, 2-D and 4-D inputs drawn from
+    ``check_rng``; with a large step ``h = 0.1`` it must equal the central
+    difference ``(f(x + h e_k) - f(x - h e_k)) / 2h`` itself (which a one-sided
+    difference or an ignored ``h`` does not); ``x`` must come back unchanged;
+    and the checker must do its job: with it, the right batch-norm gradient
+    passes (< 1e-7) and a planted wrong one (mean and variance treated as
+    constants) fails (> 1e-3).
+    """
+
+    def body() -> str:
+        rng = _check_rng(35)
+        shapes = [(int(rng.integers(3, 7)),),
+                  (int(rng.integers(4, 7)), int(rng.integers(2, 4))),
+                  (2, int(rng.integers(2, 4)), 2, 3)]
+        kinds = ["tanh", "quadratic", "logsumexp", "batchnorm"]
+        worst = 0.0
+        for shape in shapes:
+            for kind in kinds:
+                if kind == "batchnorm" and len(shape) == 1:
+                    continue
+                f, grad = _random_function(rng, kind, shape)
+                x = rng.normal(size=shape) * rng.uniform(0.5, 2.0) + rng.normal()
+                x_before = x.copy()
+                label = f"{kind} function, x of shape {shape}"
+                got = _call(f"grad_check ({label})", grad_check, f, x, 1e-5)
+                if got is None:
+                    raise ExerciseError(f"grad_check ({label}) returned None - return the array "
+                                        "of numerical derivatives")
+                if not np.array_equal(x, x_before):
+                    raise ExerciseError(f"grad_check ({label}) left x changed: restore each "
+                                        "element after perturbing it (x[k] = old)")
+                got = np.asarray(got, dtype=np.float64)
+                if got.shape != shape:
+                    raise ExerciseError(f"the gradient ({label}) has shape {got.shape}, expected "
+                                        f"{shape}, the shape of x")
+                exact = grad(x_before.copy())
+                err = _rel_error(got, exact)
+                if not np.isfinite(err) or err > TOL:
+                    one_sided = np.zeros_like(x_before)
+                    for k in np.ndindex(shape):
+                        xp = x_before.copy()
+                        xp[k] += 1e-5
+                        one_sided[k] = (f(xp) - f(x_before)) / 1e-5
+                    hint = ""
+                    if _rel_error(got, one_sided) < 1e-9:
+                        hint = (" - this is the one-sided difference (f(x + h) - f(x)) / h, whose "
+                                "error is of order h; use the central difference "
+                                "(f(x + h) - f(x - h)) / (2h), error of order h^2")
+                    elif _rel_error(got, 2 * exact) < 1e-6:
+                        hint = " - it is twice the gradient: divide by 2h, not h"
+                    elif _rel_error(got, 0.5 * exact) < 1e-6:
+                        hint = " - it is half the gradient: divide by 2h, not 4h"
+                    raise ExerciseError(f"the gradient ({label}) differs from the exact one: "
+                                        f"relative error {err:.1e} (tolerance {TOL:.0e}){hint}")
+                worst = max(worst, err)
+        # a large step: the result must be the central difference itself, with this h
+        f, _ = _random_function(rng, "tanh", (5,))
+        x = rng.normal(size=5)
+        got = _call("grad_check (h = 0.1)", grad_check, f, x.copy(), 0.1)
+        expected = _numerical_gradient(f, x.copy(), h=0.1)
+        if got is None or np.shape(got) != (5,) or _rel_error(got, expected) > 1e-9:
+            raise ExerciseError("with h = 0.1 the result is not the central difference "
+                                "(f(x + h e_k) - f(x - h e_k)) / (2h): use the h argument, "
+                                "not a fixed step")
+        # the checker at work: a right and a planted wrong batch-norm gradient
+        shape = (int(rng.integers(5, 9)), 3)
+        C = shape[1]
+        xb, gamma, beta, w = (rng.normal(size=shape) * 2 + 1, rng.normal(size=C),
+                              rng.normal(size=C), rng.normal(size=shape))
+        f = lambda x: float(np.sum(w * batchnorm_forward(x, gamma, beta)[0]))
+        _, cache = batchnorm_forward(xb, gamma, beta)
+        right = batchnorm_backward(w, cache)[0]
+        wrong = gamma * cache["inv_std"] * w          # mu and var treated as constants
+        numeric = np.asarray(_call("grad_check (batch norm)", grad_check, f, xb.copy(), 1e-5),
+                             dtype=np.float64)
+        if numeric.shape != shape or _rel_error(right, numeric) > TOL:
+            raise ExerciseError("your checker rejects the right batch-norm gradient")
+        if _rel_error(wrong, numeric) < 1e-3:
+            raise ExerciseError("your checker accepts the wrong batch-norm gradient")
+        return (f"central differences match the exact gradients of {len(kinds)} kinds of random "
+                f"function (worst relative error {worst:.0e}), use h, leave x unchanged, and "
+                "catch the planted wrong gradient")
+
+    return report(run_check("exercise 3.5 your own gradient checker", body))
+
+
+# --- exercise 3.6: batch norm for (N, C, H, W) input, forward and backward -----------
+
+def check_batchnorm2d(forward: Callable, backward: Callable) -> Feedback:
+    """Exercise 3.6: ``forward(x, gamma, beta, eps) -> (y, cache)`` and
+    ``backward(dy, cache) -> (dx, dgamma, dbeta)`` for ``x`` of shape (N, C, H, W).
+
+    One mean, variance, gamma and beta per channel, over the ``N * H * W``
+    values of that channel (section 3.7.4).  Checked against
+    ``bnlib.scratch.batchnorm_forward/backward`` on two random batches from
+    ``check_rng`` (N, C, H, W all different), with hints for statistics over the
+    wrong axes.
+    """
+
+    def body() -> str:
+        rng = _check_rng(36)
+        for case in range(2):
+            N, C, H, W = (int(v) for v in rng.permutation([2, 3, 4, 5]) + np.array([0, 0, 1, 2]))
+            eps = [1e-5, 0.05][case]
+            x = (rng.normal(size=(N, C, H, W)) * rng.uniform(0.5, 3.0, size=(1, C, 1, 1))
+                 + rng.uniform(-3, 3, size=(1, C, 1, 1)))
+            gamma = rng.uniform(0.5, 2.0, size=C) * rng.choice([-1.0, 1.0], size=C)
+            beta = rng.normal(size=C)
+            dy = rng.normal(size=x.shape)
+            label = f"x of shape {(N, C, H, W)}, eps={eps:g}"
+            x_in = x.copy()
+            y, cache = _unpack(f"forward ({label})",
+                               _call(f"forward ({label})", forward, x_in, gamma.copy(),
+                                     beta.copy(), eps), ("y", "cache"))
+            if not np.array_equal(x_in, x):
+                raise ExerciseError(f"forward ({label}) changed its input x in place")
+            expected_y, ref = batchnorm_forward(x, gamma, beta, eps)
+            g4, b4 = gamma.reshape(1, C, 1, 1), beta.reshape(1, C, 1, 1)
+
+            def normed(axes):
+                mu, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+                return g4 * (x - mu) / np.sqrt(var + eps) + b4
+
+            _compare(f"y ({label})", y, expected_y, {
+                "the statistics must run over N, H and W (axes 0, 2, 3): one mean and variance "
+                "per channel, not per channel and position": normed(0),
+                "this normalises each example's channel over H, W only (instance norm); "
+                "batch norm averages over the examples too: axes (0, 2, 3)": normed((2, 3)),
+                "use the biased variance (ddof=0)": g4 * (x - x.mean(axis=(0, 2, 3), keepdims=True))
+                / np.sqrt(x.var(axis=(0, 2, 3), ddof=1, keepdims=True) + eps) + b4,
+            })
+            grads = _call(f"backward ({label})", backward, dy.copy(), cache)
+            dx, dgamma, dbeta = _unpack(f"backward ({label})", grads, ("dx", "dgamma", "dbeta"))
+            exp_dx, exp_dgamma, exp_dbeta = batchnorm_backward(dy, ref)
+            m = N * H * W
+            x_hat, k = ref["x_hat"], (gamma * ref["inv_std"]).reshape(1, C, 1, 1)
+            sums = dict(axis=(0, 2, 3), keepdims=True)
+            problems = []
+            for name, got, expected, mistakes in (
+                    ("dbeta", dbeta, exp_dbeta, _param_grad_mistakes("dbeta", exp_dgamma, m, exp_dbeta)),
+                    ("dgamma", dgamma, exp_dgamma,
+                     _param_grad_mistakes("dgamma", exp_dbeta, m, exp_dgamma)),
+                    ("dx", dx, exp_dx, {
+                        "m is the number of values per channel, N * H * W, not N":
+                            k / N * (N * dy - dy.sum(**sums) - x_hat * (dy * x_hat).sum(**sums)),
+                        "the sums must run over N, H and W (axes 0, 2, 3)":
+                            k / N * (N * dy - dy.sum(axis=0, keepdims=True)
+                                     - x_hat * (dy * x_hat).sum(axis=0, keepdims=True)),
+                        "this treats mu and var as constants": k * dy})):
+                try:
+                    _compare(f"{name} ({label})", got, expected, mistakes,
+                             {(1, C, 1, 1): "return shape (C,)", (C, H, W): "sum over N, H and W"})
+                except ExerciseError as err:
+                    problems.append(str(err))
+            if problems:
+                raise ExerciseError("; ".join(problems))
+        return ("y, dx, dgamma and dbeta match bnlib.scratch.batchnorm_forward/backward on two "
+                "(N, C, H, W) batches (relative error < 1e-7)")
+
+    return report(run_check("exercise 3.6 batch norm for (N, C, H, W)", body))
+
+
+__all__ += ["check_grad_check", "check_batchnorm2d"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import matplotlib.pyplot as plt
 
-from bnlib.plots.style import COLORS, finish
+from bnlib.plots.style import COLORS, finish, plain_log_ticks
 
 
 def computational_graph_bn(show_derivatives: bool = True):
@@ -92,7 +92,6 @@ def gradcheck_error_vs_h(h, errors: dict, best: tuple | None = None, unit_roundo
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for (label, err), color in zip(errors.items(), (COLORS["bn"], COLORS["plain"], "#2ca02c")):
         ax.loglog(h, np.asarray(err, dtype=float), "o-", ms=3.5, color=color, label=label)
-    first = np.asarray(next(iter(errors.values())), dtype=float)
     if best is not None:
         ax.loglog([best[0]], [best[1]], "k*", ms=11, label=f"smallest error, h = {best[0]:.0e}")
     if best is not None:
@@ -102,10 +101,11 @@ def gradcheck_error_vs_h(h, errors: dict, best: tuple | None = None, unit_roundo
                   label=r"$\propto h^2$ (truncation)")
         ax.loglog(h[left], best[1] * (best[0] / h[left]), ":", color="#7f7f7f", lw=1.2,
                   label=r"$\propto 1/h$ (round-off)")
-    ax.set_ylim(max(np.nanmin(first) / 10, 1e-17), min(np.nanmax(first) * 10, 10.0))
+    every = np.concatenate([np.asarray(e, dtype=float) for e in errors.values()])
+    ax.set_ylim(max(np.nanmin(every) / 10, 1e-17), min(np.nanmax(every) * 10, 10.0))
     ax.set(xlabel="step h of the central difference", ylabel="relative error vs analytic gradient")
     ax.legend(fontsize=8.5)
-    return finish(fig, "Gradient check in float64: the error is smallest near h = 1e-5")
+    return finish(fig, "Central differences: truncation error on the right, round-off on the left")
 
 
 def conv_bn_curves(histories: dict, title: str = "", smooth: int = 25):
@@ -135,4 +135,5 @@ def conv_bn_curves(histories: dict, title: str = "", smooth: int = 25):
     axes[0, 0].set_ylabel("test accuracy (eval mode)")
     axes[1, 0].set_ylabel(f"training loss\n(mean of {smooth} steps)")
     axes[0, 0].legend(loc="lower right")
+    plain_log_ticks(axes[1, 0], "y")
     return finish(fig, title)
