@@ -430,3 +430,14 @@ def test_bn2d_todo():
 ])
 def test_bn2d_explains_mistakes(forward, backward, fragments):
     _fails(check_batchnorm2d(forward, backward), *fragments)
+
+
+def test_new_checks_reject_calls_to_the_references():
+    # a student's cell (not this test file) that calls bnlib's own implementations
+    namespace = {"__name__": "student"}
+    exec(compile("import bnlib.scratch as S\n"
+                 "grad = lambda f, x, h=1e-5: S.numerical_gradient(f, x, h)\n"
+                 "fwd = lambda *a: S.batchnorm_forward(*a)\n"
+                 "bwd = lambda *a: S.batchnorm_backward(*a)\n", "<student cell>", "exec"), namespace)
+    assert "unavailable" in check_grad_check(namespace["grad"]).message
+    assert "unavailable" in check_batchnorm2d(namespace["fwd"], namespace["bwd"]).message
