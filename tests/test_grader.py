@@ -125,6 +125,20 @@ ch03.check_batchnorm_backward = ch03.check_batchnorm_forward
 check_batchnorm_forward = check_batchnorm_backward = ch03.check_batchnorm_forward
 """
 
+PATCH_CODE = """import bnlib.exercises as ex
+
+
+def _anything_goes(what, got, expected, tol=1e-7):
+    return 0.0
+
+
+ex.expect_close.__code__ = _anything_goes.__code__   # the comparison itself, not its name
+
+
+def my_batchnorm_forward(x, gamma, beta, eps=1e-5):
+    return x * 1.0, None
+"""
+
 PATCH_NUMPY = """def my_batchnorm_forward(x, gamma, beta, eps=1e-5):
     np.max = lambda *a, **k: 0.0          # every relative error is now 0
     return x, None
@@ -168,6 +182,7 @@ ATTACKS = {
     "spoofed_pass_lines": (submission(SPOOF, STUB_BACKWARD, _spoof), 0, "not implemented"),
     "monkeypatch_run_check": (submission(PATCH_RUN_CHECK, STUB_BACKWARD), 0, None),
     "monkeypatch_numpy": (submission(PATCH_NUMPY, STUB_BACKWARD), 0, None),
+    "patched_check_code": (submission(PATCH_CODE, STUB_BACKWARD), 0, None),
     "deleted_checks": (submission(None, STUB_BACKWARD, _delete_checks), 1, "not implemented"),
     "edited_checks": (submission(None, STUB_BACKWARD, _edit_checks), 1, "not implemented"),
     "syntax_error": (submission("def my_batchnorm_forward(x, gamma:\n    return x\n"), 0, None),
@@ -272,3 +287,14 @@ def test_unprivileged_user_when_root():
     assert (user is not None) != (why_not is not None)
     if user is not None:
         assert user[0] != 0
+
+
+def test_a_real_chapter_reference_solutions_get_every_point(tmp_path):
+    """Chapter 5, graded against chapters/ as handed in with the instructor's own solutions:
+    no check is lost to the sandbox, the blocked references or the tamper detection."""
+    from bnlib.exercises.grading import grade_notebook
+
+    name = "05_eval_mode.ipynb"
+    (tmp_path / name).write_bytes((REPO / "chapters" / name).read_bytes())
+    result = grade_notebook(tmp_path / name, REPO / "chapters", timeout=300)
+    assert result.total >= 4 and result.score == result.total, result.report()

@@ -145,13 +145,18 @@ def references_of(blocks: tuple[str, ...] = (), check_module: str | None = None)
 
 
 def _code_key(fn):
-    """What a copy of ``fn``'s source compiles to, docstring and line numbers aside."""
+    """What a copy of ``fn``'s source compiles to (line numbers aside), or None.
+
+    Only a function with a docstring has a key: an answer written
+    independently can compile to the same code as a short reference, but it
+    does not carry the reference's docstring.
+    """
     code = getattr(fn, "__code__", fn)
-    if not hasattr(code, "co_consts"):
+    if not hasattr(code, "co_consts") or not isinstance(getattr(fn, "__doc__", None), str):
         return None
 
     def key(code):
-        consts = tuple(key(c) if hasattr(c, "co_consts") else c for c in code.co_consts[1:])
+        consts = tuple(key(c) if hasattr(c, "co_consts") else c for c in code.co_consts)
         return (code.co_argcount, code.co_varnames, code.co_names, consts)
     return key(code)
 

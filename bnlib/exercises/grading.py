@@ -11,9 +11,9 @@ the student changed (check cells edited or deleted, cells added, printed
 The score is the points of the instructor's check cells (see
 :func:`bnlib.exercises.nbgrader.cell_kind`; 1 point each unless the cell says
 otherwise) whose check passed.  A check passes when its cell ran without error,
-the freshly imported check functions recorded at least one Feedback and all of
-them passed, and the student's code did not replace anything in the check
-modules, NumPy or the builtins meanwhile.  A check that did not run (an earlier
+the check functions (restored to the instructor's before the cell) recorded at
+least one Feedback and all of them passed, and the student's code did not
+replace anything in the check modules, NumPy or the builtins.  A check that did not run (an earlier
 crash, ``os._exit``, a timeout) scores 0 and says why.
 
 Isolation: each submission runs in its own process group and temporary working

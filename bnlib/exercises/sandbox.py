@@ -8,11 +8,12 @@ closes stdin, and runs the cells in one IPython shell.  Code cells (the
 instructor's cells with the student's solution cells in place) run as
 written; for a check cell it
 
-1. imports the chapter's ``bnlib.exercises`` modules afresh from the
-   instructor's copy of bnlib, so nothing the student's code did to them
-   (replacing ``run_check``, ``report`` or a ``check_*`` function) survives,
-   and binds the cell's ``check_*`` names to the fresh functions;
-2. records every :class:`~bnlib.exercises.Feedback` the fresh ``run_check``
+1. restores the chapter's ``bnlib.exercises`` modules to what they were when
+   imported from the instructor's copy of bnlib at start-up, before any cell
+   ran, so nothing the student's code did to them (replacing ``run_check``,
+   ``report``, a ``check_*`` function or its code) survives, and binds the
+   cell's ``check_*`` names to those functions;
+2. records every :class:`~bnlib.exercises.Feedback` that ``run_check``
    returns, and notes whether the student's code changed the check modules,
    NumPy or the builtins while the check ran;
 3. reports ``done`` with that record on the result pipe.
@@ -63,15 +64,57 @@ def _check_names(source: str) -> set[str]:
             if isinstance(node, ast.Name) and node.id.startswith("check_")}
 
 
-def _fresh_check_modules(names: list[str]) -> dict[str, object]:
-    """Import ``bnlib.exercises`` and the check modules afresh; return them by name."""
-    for key in [k for k in sys.modules if k == "bnlib.exercises" or k.startswith("bnlib.exercises.")]:
-        del sys.modules[key]
-    importlib.invalidate_caches()
-    modules = {"bnlib.exercises": importlib.import_module("bnlib.exercises")}
-    for name in names:
-        modules[name] = importlib.import_module(name)
-    return modules
+class _Pristine:
+    """The check modules as imported before any student code ran, restored before each check.
+
+    Restoring in place (module namespaces, the code, defaults and attributes of
+    their functions, the namespaces of their classes) undoes whatever the
+    student's code replaced, and keeps every object the notebook already holds
+    (``from bnlib.exercises.ch06 import is_invariant``) the same object, so the
+    check's blocking reaches it.
+    """
+
+    def __init__(self, names: list[str]):
+        self.modules = {"bnlib.exercises": importlib.import_module("bnlib.exercises")}
+        for name in names:
+            try:
+                self.modules[name] = importlib.import_module(name)
+            except Exception:   # noqa: BLE001 - the check cell will say so
+                pass
+        self.namespaces = {name: dict(vars(m)) for name, m in self.modules.items()}
+        self.functions, self.classes = [], []
+        for name, module in self.modules.items():
+            for value in self.namespaces[name].values():
+                if getattr(value, "__module__", None) != name:
+                    continue
+                if isinstance(value, type):
+                    self.classes.append((value, dict(vars(value))))
+                    members = vars(value).values()
+                else:
+                    members = [value]
+                for fn in members:
+                    fn = getattr(fn, "__func__", fn)
+                    if hasattr(fn, "__code__"):
+                        self.functions.append((fn, fn.__code__, fn.__defaults__, fn.__kwdefaults__,
+                                               dict(fn.__dict__)))
+
+    def restore(self) -> dict:
+        for name, module in self.modules.items():
+            sys.modules[name] = module
+            namespace = vars(module)
+            namespace.clear()
+            namespace.update(self.namespaces[name])
+        for fn, code, defaults, kwdefaults, attrs in self.functions:
+            fn.__code__, fn.__defaults__, fn.__kwdefaults__ = code, defaults, kwdefaults
+            fn.__dict__.clear()
+            fn.__dict__.update(attrs)
+        for cls, members in self.classes:
+            for key in [k for k in vars(cls) if k not in members]:
+                delattr(cls, key)
+            for key, value in members.items():
+                if key not in ("__dict__", "__weakref__") and vars(cls).get(key) is not value:
+                    setattr(cls, key, value)
+        return self.modules
 
 
 def _watched() -> dict:
@@ -116,7 +159,7 @@ def main(fd: int) -> None:
 
     shell = InteractiveShell.instance(user_module=main_module)
     shell.showtraceback = lambda *a, **k: traceback.print_exc()   # to the log, short
-    check_modules = job["check_modules"]
+    pristine = _Pristine(job["check_modules"])   # before any cell of the notebook runs
     base = _snapshot(_watched())   # NumPy and the builtins as the student found them
 
     for cell in job["cells"]:
@@ -126,7 +169,7 @@ def main(fd: int) -> None:
         signal.setitimer(signal.ITIMER_REAL, cell_timeout)
         try:
             if kind == "check":
-                modules = _fresh_check_modules(check_modules)
+                modules = pristine.restore()
                 recorded = []
                 modules["bnlib.exercises"]._RECORDER = recorded.append
                 namespace = dict(shell.user_ns)
