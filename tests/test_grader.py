@@ -298,3 +298,17 @@ def test_a_real_chapter_reference_solutions_get_every_point(tmp_path):
     (tmp_path / name).write_bytes((REPO / "chapters" / name).read_bytes())
     result = grade_notebook(tmp_path / name, REPO / "chapters", timeout=300)
     assert result.total >= 4 and result.score == result.total, result.report()
+
+
+def test_memory_limit_stops_an_allocation_and_the_notebook_goes_on(tmp_path):
+    from bnlib.exercises.grading import grade_notebook
+
+    src = tmp_path / "src"
+    src.mkdir()
+    nbformat.write(instructor(), src / NAME)
+    sub = tmp_path / NAME
+    nbformat.write(submission("hog = bytearray(6 * 2**30)\n" + FORWARD, BACKWARD), sub)
+    result = grade_notebook(sub, src, timeout=TIMEOUT, memory_gb=3)
+    assert result.total == 2 and result.score == 0          # the forward pass never got defined
+    assert any("MemoryError" in note for note in result.notes), result.notes
+    assert all("did not run" not in c.message for c in result.checks)   # both checks ran

@@ -376,7 +376,13 @@ def grade_notebook(submission: str | Path, source: str | Path | None = None, tim
         gid, worth = grade_id(ins, index), points(ins)
         message = done.get(index)
         names = [fb["name"] for fb in (message or {}).get("feedback", [])]
-        exercise = names[0] if names else gid
+        if names:
+            exercise = names[0]
+        else:   # the check did not report: name it by the check it calls
+            import re
+
+            called = re.findall(r"\b(check_\w+)\s*\(", ins.source)
+            exercise = f"{called[0]} (cell {gid})" if called else f"cell {gid}"
         if message is None:
             why = stopped or "the notebook stopped before it"
             result.checks.append(CheckResult(exercise, gid, worth, 0, f"did not run: {why}"))
