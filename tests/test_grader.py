@@ -198,9 +198,8 @@ ATTACKS = {
 TIMEOUT = 10
 
 
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    root = tmp_path_factory.mktemp("course")
+def _grade_the_class(tmp_path):
+    root = tmp_path
     src, students = root / "src", root / "students"
     src.mkdir()
     nbformat.write(instructor(), src / NAME)
@@ -221,32 +220,27 @@ def graded(tmp_path_factory):
             "students": students}
 
 
-def _rows(graded, student):
-    return [r for r in graded["rows"] if r["student"] == student]
-
-
-@pytest.mark.parametrize("student", list(ATTACKS))
-def test_each_attack_gets_the_score_it_deserves(graded, student):
-    _, expected, words = ATTACKS[student]
-    rows = _rows(graded, student)
-    assert len(rows) == 2, rows                       # both checks of the instructor, always
-    assert sum(int(r["max_points"]) for r in rows) == 2
-    points = sum(int(r["points"]) for r in rows)
-    assert points == expected, rows
-    if words:
+def test_each_attack_gets_the_score_it_deserves_and_the_batch_goes_on(tmp_path):
+    """One batch (one test, so that pytest-xdist grades it once): every attack's score, no
+    traceback, a report ending in ``score: P/T`` per notebook, a feedback file per student,
+    and the instructor's files untouched."""
+    graded = _grade_the_class(tmp_path)
+    wrong = []
+    for student, (_, expected, words) in ATTACKS.items():
+        rows = [r for r in graded["rows"] if r["student"] == student]
+        points = sum(int(r["points"]) for r in rows)
         failing = [r["message"] for r in rows if r["points"] == "0"]
-        assert any(words in m for m in failing), failing
+        if len(rows) != 2 or sum(int(r["max_points"]) for r in rows) != 2 or points != expected \
+                or (words and not any(words in m for m in failing)):
+            wrong.append(f"{student}: {points} points, expected {expected}: {rows}")
+    assert not wrong, "\n".join(wrong)
 
-
-def test_grading_never_prints_a_traceback_and_ends_each_report_with_the_score(graded):
     proc = graded["proc"]
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     assert proc.stdout.count("score: ") == len(ATTACKS)
     assert "reference: " in proc.stdout and "score: 2/2" in proc.stdout
 
-
-def test_feedback_file_per_student(graded):
     feedback = graded["root"] / "out" / "feedback"
     assert sorted(p.stem for p in feedback.glob("*.txt")) == sorted(ATTACKS)
     text = (feedback / "os_exit.txt").read_text()
@@ -255,8 +249,6 @@ def test_feedback_file_per_student(graded):
     assert "not the grader's" in (feedback / "spoofed_pass_lines.txt").read_text()
     assert "replaced numpy.max" in (feedback / "monkeypatch_numpy.txt").read_text()
 
-
-def test_the_instructors_files_survive_a_submission_that_deletes_files(graded):
     assert (graded["src"] / NAME).read_bytes() == graded["before"]
     assert (graded["students"] / "deletes_files" / NAME).is_file()
 
