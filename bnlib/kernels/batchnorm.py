@@ -253,7 +253,7 @@ def _partial_sums_kernel(X, DY, MEAN, INV_STD, P1, P2, N, C, L, GL, TILES_PER_PR
         ch_ok = ch < C
     else:
         ch = cb
-        ch_ok = True
+        ch_ok = ch < C      # always true: a scalar mask, like the vector one
     if BACKWARD:
         mu = tl.load(MEAN + ch, mask=ch_ok, other=0.0)
         inv_std = tl.load(INV_STD + ch, mask=ch_ok, other=0.0)
@@ -264,9 +264,10 @@ def _partial_sums_kernel(X, DY, MEAN, INV_STD, P1, P2, N, C, L, GL, TILES_PER_PR
         if NLC:
             shift = tl.load(X + ch, mask=ch_ok, other=0.0).to(ACC)[None, :]   # row 0
         else:
-            first = ch * L
             if INT64:
-                first = first.to(tl.int64)
+                first = ch.to(tl.int64) * L
+            else:
+                first = ch * L
             shift = tl.load(X + first).to(ACC)                                # x[0, c, 0]
     acc1 = tl.zeros([BLOCK_A, BLOCK_B], dtype=ACC)
     acc2 = tl.zeros([BLOCK_A, BLOCK_B], dtype=ACC)
@@ -304,9 +305,10 @@ def _combine_kernel(P1, P2, X, OUT1, OUT2, OUT3, G, C, L, m, eps,
         if NLC:
             first = ch
         else:
-            first = ch * L
             if INT64:
-                first = first.to(tl.int64)
+                first = ch.to(tl.int64) * L
+            else:
+                first = ch * L
         shift = tl.load(X + first, mask=ch_ok, other=0.0).to(ACC)
         mean_d = s1 / m
         var = tl.maximum(s2 / m - mean_d * mean_d, 0.0)
@@ -333,7 +335,7 @@ def _apply_kernel(X, DY, OUT, MEAN, INV_STD, W, B, S1, S2, N, C, L, GL, m,
         ch_ok = ch < C
     else:
         ch = cb
-        ch_ok = True
+        ch_ok = ch < C      # always true: a scalar mask, like the vector one
     mu = tl.load(MEAN + ch, mask=ch_ok, other=0.0)
     inv_std = tl.load(INV_STD + ch, mask=ch_ok, other=0.0)
     scale = inv_std

@@ -50,7 +50,7 @@ def _eval_kernel(X, Y, MEAN, VAR, W, B, N, C, L, GL, eps,
         ch_ok = ch < C
     else:
         ch = cb
-        ch_ok = True
+        ch_ok = ch < C      # always true: a scalar mask, like the vector one
     s = 1.0 / tl.sqrt(tl.load(VAR + ch, mask=ch_ok, other=1.0).to(ACC) + eps)
     if HAS_W:
         s = s * tl.load(W + ch, mask=ch_ok, other=0.0).to(ACC)
