@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--notebook-timeout", type=_positive, default=None,
                        help="seconds a whole notebook may run (default: 4 x --timeout, at least 3600)")
     grade.add_argument("--memory", type=float, default=8.0,
-                       help="address-space limit of the grading process in GiB (default 8; 0: none)")
+                       help="memory limit of a submission in GiB (default 8; 0: none)")
     grade.add_argument("--out", default=None,
                        help="where a folder's grades.csv and feedback/ go (default: the folder)")
     grade.set_defaults(func=_cmd_grade)

@@ -304,3 +304,17 @@ def test_memory_limit_stops_an_allocation_and_the_notebook_goes_on(tmp_path):
     assert result.total == 2 and result.score == 0          # the forward pass never got defined
     assert any("MemoryError" in note for note in result.notes), result.notes
     assert all("did not run" not in c.message for c in result.checks)   # both checks ran
+
+
+def test_memory_watch_kills_a_submission_over_the_limit_without_the_address_limit(tmp_path):
+    """Where RLIMIT_AS cannot be used (a CUDA machine), resident memory is watched instead."""
+    from bnlib.exercises.grading import grade_notebook
+
+    src = tmp_path / "src"
+    src.mkdir()
+    nbformat.write(instructor(), src / NAME)
+    sub = tmp_path / NAME
+    nbformat.write(submission("hog = np.ones(2**28)   # 2 GiB, touched\n" + FORWARD), sub)
+    result = grade_notebook(sub, src, timeout=TIMEOUT, memory_gb=1, address_limit=False)
+    assert (result.score, result.total) == (0, 2)
+    assert any("more than 1 GiB of memory" in note for note in result.notes), result.notes

@@ -18,8 +18,10 @@ crash, ``os._exit``, a timeout) scores 0 and says why.
 
 Isolation: each submission runs in its own process group and temporary working
 copy (its current folder and ``HOME``; the instructor's files are never
-opened by it), with a minimal environment, a fresh ``BNLIB_CHECK_SEED``, an
-address-space limit (``RLIMIT_AS``), a per-cell timeout (SIGALRM in the
+opened by it), with a minimal environment, a fresh ``BNLIB_CHECK_SEED``, a
+memory limit (``RLIMIT_AS`` where there is no NVIDIA device, so that an
+allocation fails inside its cell; always a resident-memory watch that kills
+the process group), a per-cell timeout (SIGALRM in the
 process, then SIGKILL after a grace period) and a per-notebook timeout; when
 the grader runs as root the process runs as ``nobody``.
 """
@@ -214,6 +216,37 @@ def unprivileged_user() -> tuple[tuple[int, int] | None, str | None]:
     return (entry.pw_uid, entry.pw_gid), None
 
 
+class _MemoryWatch:
+    """Kills the submission's process group when its resident memory exceeds the limit.
+
+    The address-space limit (RLIMIT_AS) makes an allocation fail inside the
+    cell, which lets the notebook go on; it cannot be used with CUDA, so this
+    watch, polled while the grader waits, is the limit that always holds.
+    """
+
+    def __init__(self, pid: int, limit: int | None):
+        self.pid, self.limit, self.exceeded = pid, limit, False
+
+    def check(self) -> bool:
+        if not self.limit or self.exceeded:
+            return self.exceeded
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root] + root.children(recursive=True)
+            rss = sum(p.memory_info().rss for p in procs)
+        except psutil.Error:
+            return False
+        if rss > self.limit:
+            self.exceeded = True
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        return self.exceeded
+
+
 class _Reader:
     """Signed lines from the sandbox's result pipe; forged or garbled lines are dropped."""
 
@@ -221,8 +254,10 @@ class _Reader:
         self.fd, self.secret, self.buffer, self.expected, self.closed = fd, secret, b"", 1, False
         self.forged = 0
 
-    def next(self, deadline: float) -> dict | None:
+    def next(self, deadline: float, watch=None) -> dict | None:
         while True:
+            if watch is not None and watch.check():
+                return None
             if b"\n" in self.buffer:
                 line, self.buffer = self.buffer.split(b"\n", 1)
                 message = self._verify(line)
@@ -234,7 +269,7 @@ class _Reader:
             wait = deadline - time.monotonic()
             if wait <= 0:
                 return None
-            ready, _, _ = select.select([self.fd], [], [], min(wait, 1.0))
+            ready, _, _ = select.select([self.fd], [], [], min(wait, 0.25))
             if ready:
                 chunk = os.read(self.fd, 65536)
                 if not chunk:
@@ -262,7 +297,8 @@ class _Reader:
 
 def run_cells(cells: list[dict], modules: list[str], workdir: Path, cell_timeout: float,
               notebook_timeout: float, memory_gb: float | None = DEFAULT_MEMORY_GB,
-              seed: int | None = None) -> tuple[dict[int, dict], str | None, list[str]]:
+              seed: int | None = None, address_limit: bool | None = None
+              ) -> tuple[dict[int, dict], str | None, list[str]]:
     """Run ``cells`` in a sandbox process.
 
     Returns ``({cell index: done message}, why it stopped early or None, notes)``.
@@ -277,18 +313,21 @@ def run_cells(cells: list[dict], modules: list[str], workdir: Path, cell_timeout
             os.chown(path, *user)
     kwargs = {"user": user[0], "group": user[1], "extra_groups": []} if user else {}
     memory = int(memory_gb * 2**30) if memory_gb else None
+    if address_limit is None:   # CUDA reserves far more address space than any sane limit
+        address_limit = not any(Path("/dev").glob("nvidia*"))
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bnlib.exercises.sandbox", str(write_fd)],
             stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
             env=_environment(workdir, seed), pass_fds=(write_fd,), start_new_session=True,
-            preexec_fn=_limits(memory), **kwargs)
+            preexec_fn=_limits(memory if address_limit else None), **kwargs)
     finally:
         os.close(write_fd)
         log.close()
     done: dict[int, dict] = {}
     stopped = None
     reader = _Reader(read_fd, secret)
+    watch = _MemoryWatch(proc.pid, memory)
     try:
         job = {"secret": secret.hex(), "cells": cells, "check_modules": modules,
                "cell_timeout": cell_timeout}
@@ -302,9 +341,12 @@ def run_cells(cells: list[dict], modules: list[str], workdir: Path, cell_timeout
         while True:
             deadline = min(end, time.monotonic() + (cell_timeout + GRACE_S if current is not None
                                                     else 120.0))
-            message = reader.next(deadline)
+            message = reader.next(deadline, watch=watch)
             if message is None:
-                if reader.closed:
+                if watch.exceeded:
+                    stopped = (f"the notebook stopped in cell {current}: it used more than "
+                               f"{memory_gb:g} GiB of memory and was killed")
+                elif reader.closed:
                     code = proc.wait(timeout=30)
                     what = f"cell {current}" if current is not None else "start-up"
                     stopped = (f"the notebook stopped in {what}: the process exited "
@@ -344,7 +386,7 @@ def run_cells(cells: list[dict], modules: list[str], workdir: Path, cell_timeout
 
 def grade_notebook(submission: str | Path, source: str | Path | None = None, timeout: float = 600,
                    notebook_timeout: float | None = None, memory_gb: float | None = DEFAULT_MEMORY_GB,
-                   seed: int | None = None) -> NotebookGrade:
+                   seed: int | None = None, address_limit: bool | None = None) -> NotebookGrade:
     """Grade one submitted notebook against the instructor's of the same name."""
     submission = Path(submission)
     if not submission.is_file():
@@ -359,7 +401,7 @@ def grade_notebook(submission: str | Path, source: str | Path | None = None, tim
     workdir = Path(tempfile.mkdtemp(prefix="bnlib-grade-"))
     try:
         done, stopped, run_notes = run_cells(cells, check_modules(instructor), workdir, timeout,
-                                             notebook_timeout, memory_gb, seed)
+                                             notebook_timeout, memory_gb, seed, address_limit)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     result.notes += ([stopped] if stopped else []) + run_notes
