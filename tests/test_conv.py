@@ -111,3 +111,63 @@ def test_conv_float32_stays_float32():
 def test_conv_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
         conv2d_forward(*args)
+
+
+def _torch_copy(net):
+    """A float64 PyTorch network with the parameters of a bnlib.scratch CNN."""
+    from torch import nn
+
+    from bnlib.scratch import BatchNorm, Linear, ReLU
+    from bnlib.scratch.conv import Conv2d, GlobalAvgPool
+
+    layers = []
+    for layer in net:
+        if isinstance(layer, Conv2d):
+            f, c, k, _ = layer.w.shape
+            conv = nn.Conv2d(c, f, k, layer.stride, layer.padding, bias=layer.b is not None)
+            conv.weight.data = torch.tensor(layer.w)
+            layers.append(conv)
+        elif isinstance(layer, BatchNorm):
+            bn = nn.BatchNorm2d(layer.num_features)
+            bn.weight.data, bn.bias.data = torch.tensor(layer.gamma), torch.tensor(layer.beta)
+            layers.append(bn)
+        elif isinstance(layer, ReLU):
+            layers.append(nn.ReLU())
+        elif isinstance(layer, GlobalAvgPool):
+            layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        elif isinstance(layer, Linear):
+            lin = nn.Linear(layer.n_in, layer.n_out)
+            lin.weight.data, lin.bias.data = torch.tensor(layer.W.T.copy()), torch.tensor(layer.b)
+            layers.append(lin)
+    return nn.Sequential(*layers).double()
+
+
+def test_scratch_cnn_trains_like_pytorch():
+    from bnlib.scratch import BatchNorm, Linear, ReLU, Sequential
+    from bnlib.scratch.conv import Conv2d, GlobalAvgPool
+    from bnlib.training import fit
+
+    r = np.random.default_rng(0)
+    x = r.normal(size=(64, 1, 6, 6))
+    y = r.integers(0, 3, size=64)
+    net = Sequential(Conv2d(1, 4, 3, padding=1, bias=False, rng=r), BatchNorm(4), ReLU(),
+                     GlobalAvgPool(), Linear(4, 3, rng=r))
+    copy = _torch_copy(net)
+    kw = dict(steps=8, batch_size=16, lr=0.1, optimizer_kwargs={"momentum": 0.9}, threads=1)
+    h_np, h_t = fit(net, x, y, rng=1, **kw), fit(copy, x, y, rng=1, **kw)
+    assert np.allclose(h_np.loss, h_t.loss, rtol=1e-12, atol=1e-12)
+    assert rel_error(net[0].w, copy[0].weight.detach().numpy()) < 1e-12
+    assert rel_error(net[1].running_var, copy[1].running_var.numpy()) < 1e-12
+    net.eval(), copy.eval()
+    assert rel_error(net.forward(x), copy(torch.tensor(x)).detach().numpy()) < 1e-12
+
+
+def test_layers_reject_bad_shapes():
+    from bnlib.scratch.conv import Conv2d, GlobalAvgPool
+
+    with pytest.raises(ValueError, match="w must have shape"):
+        Conv2d(1, 2, 3, w=np.ones((2, 1, 2, 2)))
+    with pytest.raises(ValueError, match="GlobalAvgPool"):
+        GlobalAvgPool().forward(np.ones((2, 3)))
+    with pytest.raises(RuntimeError, match="before forward"):
+        Conv2d(1, 2, 3).backward(np.ones((1, 2, 1, 1)))

@@ -16,7 +16,8 @@ Only NumPy is needed.  Float64 by default; examples along axis 0; features
 * :mod:`.conv`        convolution and the conv-BN-ReLU block, forward and backward (chapter 3)
 """
 from . import blocked, conv, deploy, functional, gradcheck, init, layers, losses, norms, optim, running
-from .conv import (conv2d_backward, conv2d_forward, conv_bn_relu_backward, conv_bn_relu_forward)
+from .conv import (Conv2d, GlobalAvgPool, conv2d_backward, conv2d_forward, conv_bn_relu_backward,
+                   conv_bn_relu_forward)
 from .deploy import fold_batchnorm, fold_linear_bn
 from .functional import (batchnorm_backward, batchnorm_backward_staged, batchnorm_eval,
                          batchnorm_forward, layernorm_backward, layernorm_forward)
@@ -47,4 +48,5 @@ __all__ = [
     "instancenorm_backward", "rmsnorm_forward", "rmsnorm_backward", "GroupNorm", "InstanceNorm",
     "RMSNorm",
     "conv", "conv2d_forward", "conv2d_backward", "conv_bn_relu_forward", "conv_bn_relu_backward",
+    "Conv2d", "GlobalAvgPool",
 ]

@@ -125,3 +125,72 @@ def conv_relu_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int =
 def conv_relu_backward(da: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients ``(dx, dw, db)`` of :func:`conv_relu_forward`."""
     return conv2d_backward(da * (cache["z"] > 0), cache["conv"])
+
+
+# ---------------------------------------------------------------- layers
+
+from .layers import Layer  # noqa: E402
+
+
+class Conv2d(Layer):
+    """Convolutional layer on ``(N, C, H, W)`` input (chapter 3, section 3.10), like ``torch.nn.Conv2d``.
+
+    ``w`` has shape ``(out_channels, in_channels, k, k)``, drawn from N(0, 2 / fan_in) (He) unless
+    given; ``bias=False`` is what a layer followed by batch norm wants (section 3.3).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0, bias: bool = True, rng=None, w: np.ndarray | None = None):
+        k = int(kernel_size)
+        shape = (int(out_channels), int(in_channels), k, k)
+        if w is None:
+            rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+            w = rng.normal(size=shape) * np.sqrt(2.0 / (in_channels * k * k))
+        self.w = np.array(w, dtype=np.float64)
+        if self.w.shape != shape:
+            raise ValueError(f"w must have shape {shape}; got {self.w.shape}")
+        self.b = np.zeros(out_channels) if bias else None
+        self.dw = np.zeros_like(self.w)
+        self.db = np.zeros(out_channels) if bias else None
+        self.stride, self.padding = int(stride), int(padding)
+        self._cache = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out, self._cache = conv2d_forward(x, self.w, self.b, self.stride, self.padding)
+        return out
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        dx, dw, db = conv2d_backward(dy, self._need_forward("_cache"))
+        self.dw[...] = dw
+        if self.b is not None:
+            self.db[...] = db
+        return dx
+
+    def params(self) -> list[np.ndarray]:
+        return [self.w] if self.b is None else [self.w, self.b]
+
+    def grads(self) -> list[np.ndarray]:
+        return [self.dw] if self.b is None else [self.dw, self.db]
+
+    def __repr__(self) -> str:
+        f, c, k, _ = self.w.shape
+        return (f"Conv2d({c}, {f}, kernel_size={k}, stride={self.stride}, padding={self.padding}"
+                + (", bias=False)" if self.b is None else ")"))
+
+
+class GlobalAvgPool(Layer):
+    """``(N, C, H, W) -> (N, C)``: the mean of every feature map (``x.mean(axis=(2, 3))``)."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        if x.ndim != 4:
+            raise ValueError(f"GlobalAvgPool expects (N, C, H, W) input; got shape {x.shape}")
+        self._shape = x.shape
+        return x.mean(axis=(2, 3))
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        N, C, H, W = self._need_forward("_shape")
+        return np.broadcast_to(np.asarray(dy)[:, :, None, None] / (H * W), (N, C, H, W)).copy()
+
+
+__all__ += ["Conv2d", "GlobalAvgPool"]
