@@ -183,12 +183,12 @@ def batch_renorm_curves(steps: Sequence[int], curves: Mapping[str, Mapping[str, 
             ax.plot(steps, acc, marker="o", ms=3.5, lw=1.6, label=labels.get(arm, arm), **style)
         if warmup:
             ax.axvline(warmup, color="0.4", ls=":", lw=1.2,
-                       label=f"renorm limits open (step {warmup}); before: batch norm")
+                       label=f"step {warmup}: renorm limits\nstart to open (before: BN)")
         ax.set(xlabel="training step", title=titles.get(setting, setting))
         ax.grid(alpha=0.3)
     axes[0].set(ylabel="test accuracy (eval mode)")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="center right", fontsize=8.5)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0, 0.85, 1))
+    fig.tight_layout(rect=(0, 0, 0.78, 1))
     return fig
