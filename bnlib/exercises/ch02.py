@@ -174,7 +174,7 @@ def check_std_over_depth(std_over_depth: Callable[..., np.ndarray]) -> Feedback:
     def body() -> str:
         from bnlib.exercises import check_rng
 
-        rng = np.random.default_rng(204)
+        rng = check_rng(204)
         for case in range(4):
             n, n_in = int(rng.integers(50, 200)), int(rng.integers(10, 60))
             depth, width = int(rng.integers(3, 9)), int(rng.integers(20, 80))
