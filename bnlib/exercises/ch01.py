@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from bnlib.exercises import check_rng
 from bnlib.exercises import ExerciseError, Feedback, expect_scalar, expect_shape, report, run_check
 
 
@@ -32,7 +33,7 @@ def check_standardize(standardize: Callable[[np.ndarray, np.ndarray], tuple]) ->
     """Exercise 1.1: ``standardize(x_train, x_test) -> (x_train_hat, x_test_hat)``."""
 
     def body() -> str:
-        rng = np.random.default_rng(11)
+        rng = check_rng(11)
         scales = np.array([0.01, 1.0, 50.0, 3000.0])
         x_train = rng.normal(size=(40, 4)) * scales + np.array([5.0, -2.0, 100.0, 0.0])
         x_test = rng.normal(size=(15, 4)) * scales * 1.5 + np.array([5.5, -2.0, 90.0, 500.0])
@@ -90,7 +91,9 @@ def check_standardize(standardize: Callable[[np.ndarray, np.ndarray], tuple]) ->
         return ("per-feature mean 0 and std 1 on the training set, the test set transformed "
                 "with the training statistics, constant features handled")
 
-    return report(run_check("exercise 1.1 standardize", body))
+    return report(run_check("exercise 1.1 standardize", body, blocks=(
+                                 "bnlib.preprocessing:standardize",
+    )))
 
 
 # --- exercise 1.2 --------------------------------------------------------------
@@ -143,7 +146,9 @@ def check_saturated_fraction(saturated_fraction: Callable[[float, str, float], f
         return ("tanh and sigmoid thresholds and both tails are right: at c = 3, "
                 f"{saturated_fraction_reference(3.0, 'tanh', 0.01):.1%} of tanh units are saturated")
 
-    return report(run_check("exercise 1.2 saturated_fraction", body))
+    return report(run_check("exercise 1.2 saturated_fraction", body, blocks=(
+                                 "bnlib.experiments.saturation:predicted_fraction",
+    )))
 
 
 # --- exercise 1.3 --------------------------------------------------------------
@@ -161,7 +166,7 @@ def check_predicted_iterations(predicted_iterations: Callable[[np.ndarray, float
     def body() -> str:
         from bnlib.experiments.conditioning import condition_number
 
-        rng = np.random.default_rng(5)
+        rng = check_rng(5)
         base_ = rng.standard_normal((300, 3))
         cases = [
             ("scales 1, 10, 0.5", base_ * np.array([1.0, 10.0, 0.5]), 1e-6),
@@ -201,7 +206,9 @@ def check_predicted_iterations(predicted_iterations: Callable[[np.ndarray, float
         return (f"right for all cases; on two features with scales 1 and 7 it predicts "
                 f"{got} steps and gradient descent takes {gd['iterations']}")
 
-    return report(run_check("exercise 1.3 predicted_iterations", body))
+    return report(run_check("exercise 1.3 predicted_iterations", body, blocks=(
+                                 "bnlib.experiments.conditioning:predicted_iterations",
+    )))
 
 
 # --- exercise 1.4 --------------------------------------------------------------
