@@ -12,10 +12,13 @@ and a linear layer classifies the last state ``h_T``.  ``norm`` is
 * ``ln``: one ``torch.nn.LayerNorm`` shared by all time steps: each example's
   summed inputs are normalised over the hidden units at every step, with the
   same gain and bias at every step (Ba et al.'s recurrent layer norm);
-* ``bn``: batch norm with separate statistics and running averages for every
-  time step (one ``torch.nn.BatchNorm1d`` per step, as in Cooijmans et al.
-  2016): the only way batch norm fits a recurrence, and it cannot run a
-  sequence longer than the ones it was trained on.
+* ``bn``: batch norm of the summed input ``a_t`` with separate statistics and
+  running averages for every time step (one ``torch.nn.BatchNorm1d`` per
+  step); a step beyond the last one trained on uses the statistics of that
+  last step, Cooijmans et al.'s (2017) rule.  This is *not* their recurrent
+  batch norm, which normalises ``W_x x_t`` and ``W_h h_{t-1}`` separately, in
+  an LSTM, with a small initial gain: that one is
+  :mod:`bnlib.experiments.recurrent_bn`.
 
 All networks start from the same weights (the recurrent matrix scaled to
 spectral radius ``recurrent_gain``) and see the same batches; SGD with
@@ -71,7 +74,8 @@ def RecurrentClassifier(n_in: int, hidden: int, norm: str = "none", steps: int =
     """A tanh RNN ``h_t = tanh(norm(W_x x_t + W_h h_{t-1} + b))`` with a linear read-out of ``h_T``.
 
     ``norm`` is ``"none"``, ``"ln"`` (one LayerNorm shared by all steps) or
-    ``"bn"`` (one BatchNorm1d per time step, ``steps`` of them).  Input
+    ``"bn"`` (one BatchNorm1d per time step, ``steps`` of them; later steps
+    reuse the last one's).  Input
     ``(N, T, n_in)``; returns ``(N, n_classes)`` logits.
     """
     import torch
@@ -102,18 +106,14 @@ def RecurrentClassifier(n_in: int, hidden: int, norm: str = "none", steps: int =
                 if x.ndim != 3:
                     raise ValueError(f"x must have shape (N, T, n_in); got {tuple(x.shape)}")
                 T = x.shape[1]
-                if self.norm_kind == "bn" and T > self.steps:
-                    raise ValueError(f"this batch-norm RNN has statistics for {self.steps} time "
-                                     f"steps; a sequence of {T} steps has none for step "
-                                     f"{self.steps + 1} onwards")
                 inputs = self.wx(x)                       # W_x x_t + b for every t at once
                 h = x.new_zeros(x.shape[0], self.wh.weight.shape[0])
                 for t in range(T):
                     a = inputs[:, t] + self.wh(h)
                     if self.norm_kind == "ln":
                         a = self.norm(a)
-                    elif self.norm_kind == "bn":
-                        a = self.norm[t](a)
+                    elif self.norm_kind == "bn":            # beyond the last step: its statistics
+                        a = self.norm[min(t, self.steps - 1)](a)
                     h = torch.tanh(a)
                 return self.out(h)
 

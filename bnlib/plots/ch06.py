@@ -210,17 +210,21 @@ def gn_cnn_figure(batch_sizes: Sequence[int], error: Mapping[str, Sequence], lab
             if key not in error:
                 continue
             color, ls = styles[key]
-            yerr = None if ci is None or key not in ci else 100 * np.asarray(ci[key], dtype=float)
-            ax.errorbar(batch_sizes, 100 * np.asarray(error[key], dtype=float), yerr=yerr, marker="o",
+            y = 100 * np.asarray(error[key], dtype=float)
+            yerr = None
+            if ci is not None and key in ci:
+                half = 100 * np.asarray([c or 0.0 for c in ci[key]], dtype=float)
+                yerr = [np.minimum(half, 0.9 * y), half]          # a log axis: bars stop above 0
+            ax.errorbar(batch_sizes, y, yerr=yerr, marker="o",
                         color=COLORS[color], ls=ls, capsize=3, label=labels.get(key, key))
         ax.set_xscale("log", base=2)
         ax.set_xticks(list(batch_sizes))
         ax.set_xticklabels([str(b) for b in batch_sizes])
-        ax.set(xlabel="batch size B")
-        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
-    axes[0].set(ylabel="test error (%)", title="(a) evaluation mode")
+        ax.set(xlabel="batch size B", yscale="log")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2 if ax is axes[0] else 1)
+        plain_log_ticks(ax)
+    axes[0].set(ylabel="test error (%), log scale", title="(a) evaluation mode")
     axes[1].set(title="(b) batch norm, three ways to evaluate")
-    axes[0].set_ylim(bottom=0)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
