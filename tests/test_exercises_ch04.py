@@ -126,3 +126,36 @@ def test_ghost_batchnorm_explains_mistakes():
 
 def test_ghost_batchnorm_todo():
     assert str(ch04.check_ghost_batchnorm(_todo)).startswith("[TODO]")
+
+
+# --- 4.4: the learning-rate x batch-size grid -------------------------------------------
+
+def test_lr_batch_grid_accepts_the_reference(capsys):
+    fb = ch04.check_lr_batch_grid(ch04.train_cell_reference, ch04.largest_stable_lr_reference)
+    assert fb.passed, fb.message
+    assert capsys.readouterr().out.startswith("[PASS] exercise 4.4")
+
+
+def test_lr_batch_grid_rejects_a_wrong_protocol_a_misread_grid_and_a_fitted_answer():
+    def other_seed(norm, lr, batch_size, seed):          # batches drawn with the net's seed
+        return ch04._grid_cell(norm, lr, batch_size, seed, seed)
+    fb = ch04.check_lr_batch_grid(other_seed, ch04.largest_stable_lr_reference)
+    assert not fb.passed and "rng=seed + 1" in fb.message
+    fixed = ch04.check_lr_batch_grid(lambda norm, lr, batch_size, seed: 0.9,
+                                     ch04.largest_stable_lr_reference)
+    assert not fixed.passed and "the protocol gives" in fixed.message
+
+    def smallest(norm, batch_size=32, seed=0):          # the smallest stable rate, not the largest
+        accs = [ch04.train_cell_reference(norm, lr, batch_size, seed) for lr in ch04.GRID_LRS]
+        ok = [lr for lr, a in zip(ch04.GRID_LRS, accs) if a >= ch04.GRID_STABLE_ACC]
+        return min(ok) if ok else None
+    misread = ch04.check_lr_batch_grid(ch04.train_cell_reference, smallest)
+    assert not misread.passed and "largest rate" in misread.message
+
+    def fitted(norm, batch_size=32, seed=0):            # right on fresh seeds, swapped at seed 0
+        if seed == 0:
+            return 3.0 if norm is None else 0.3
+        return ch04.largest_stable_lr_reference(norm, batch_size, seed)
+    fit_fb = ch04.check_lr_batch_grid(ch04.train_cell_reference, fitted)
+    assert not fit_fb.passed and "does not hold" in fit_fb.message
+    assert str(ch04.check_lr_batch_grid(_todo, _todo)).startswith("[TODO]")

@@ -200,3 +200,107 @@ def check_ghost_batchnorm(ghost_batchnorm: Callable) -> Feedback:
     return report(run_check("exercise 4.3 ghost_batchnorm", body, blocks=(
                                  "bnlib.experiments.batch_noise:GhostBatchNorm.forward",
     )))
+
+
+# --- exercise 4.4: a learning-rate x batch-size grid ------------------------------
+
+#: the grid of exercise 4.4 and the protocol of one cell
+GRID_LRS = (0.03, 0.1, 0.3, 1.0, 3.0)
+GRID_BATCH_SIZES = (8, 32, 128)
+GRID_EXAMPLES = 4096          # every cell sees the same number of examples: steps = 4096 // batch
+GRID_STABLE_ACC = 0.8         # a rate is "stable" when the test accuracy reaches this
+
+
+def train_cell_reference(norm, lr: float, batch_size: int, seed: int) -> float:
+    """One cell of the grid: test accuracy of a 64-32-32-10 ReLU net on the 8x8 digits.
+
+    ``mlp([64, 32, 32, 10], activation="relu", norm=norm, rng=seed)``, trained by
+    ``bnlib.training.fit`` with SGD at ``lr`` on mini-batches of ``batch_size``
+    for ``GRID_EXAMPLES // batch_size`` steps (batches drawn with ``rng=seed + 1``),
+    then ``bnlib.training.accuracy`` on the test digits (eval mode); a run whose
+    loss stops being finite scores chance, 0.1.
+    """
+    return _grid_cell(norm, lr, batch_size, seed, seed + 1)
+
+
+def _grid_cell(norm, lr: float, batch_size: int, net_seed: int, batch_seed: int) -> float:
+    from bnlib import data, training
+    from bnlib.scratch import mlp
+
+    ds = data.digits8x8()
+    net = mlp([64, 32, 32, 10], activation="relu", norm=norm, rng=net_seed)
+    with np.errstate(all="ignore"):
+        h = training.fit(net, ds.x_train, ds.y_train, steps=GRID_EXAMPLES // batch_size,
+                         batch_size=batch_size, lr=lr, rng=batch_seed, threads=1)
+        if h.diverged:
+            return 0.1
+        return float(training.accuracy(net, ds.x_test, ds.y_test))
+
+
+def _largest_stable(accs, lrs=GRID_LRS, threshold: float = GRID_STABLE_ACC):
+    """The largest rate whose accuracy reaches ``threshold`` (None if none does)."""
+    ok = [lr for lr, a in zip(lrs, accs) if a >= threshold]
+    return max(ok) if ok else None
+
+
+def largest_stable_lr_reference(norm, batch_size: int = 32, seed: int = 0):
+    """The largest rate of GRID_LRS whose grid cell reaches GRID_STABLE_ACC (None if none)."""
+    return _largest_stable([train_cell_reference(norm, lr, batch_size, seed) for lr in GRID_LRS])
+
+
+def check_lr_batch_grid(train_cell: Callable, largest_stable_lr: Callable,
+                        batch_size: int = 32) -> Feedback:
+    """Exercise 4.4: ``train_cell(norm, lr, batch_size, seed) -> accuracy`` (one cell of the
+    learning-rate x batch-size grid) and ``largest_stable_lr(norm, batch_size, seed) -> rate``
+    (the largest rate of ``GRID_LRS`` whose cell reaches ``GRID_STABLE_ACC``).
+
+    Three things are checked: the cell follows the protocol (the reference's numbers on a
+    fresh seed, to 1e-9); ``largest_stable_lr`` reads the grid right on a fresh seed; and
+    the student's conclusion, ``largest_stable_lr`` at seed 0 for the plain and the BN net,
+    holds on three fresh seeds (equal on at least two of them, or one grid step from the
+    answer on all three): a conclusion that holds beyond the seed it was read from.
+    """
+    def body() -> str:
+        rng = check_rng(44)
+        seeds = [int(s) for s in rng.integers(1, 10_000, size=3)]
+        # (1) the protocol: the same numbers as the reference on a fresh seed
+        for norm, lr, bs in ((None, 0.3, 32), ("bn", 1.0, 8)):
+            got = train_cell(norm, lr, bs, seeds[0])
+            if got is None:
+                raise ExerciseError("train_cell returned None - return the test accuracy")
+            got = float(np.asarray(got))
+            want = train_cell_reference(norm, lr, bs, seeds[0])
+            if abs(got - want) > 1e-9:
+                hint = ""
+                if abs(got - _grid_cell(norm, lr, bs, seeds[0], seeds[0])) < 1e-9:
+                    hint = " - build the net with rng=seed and draw the batches with rng=seed + 1"
+                raise ExerciseError(f"train_cell(norm={norm!r}, lr={lr}, batch_size={bs}, "
+                                    f"seed={seeds[0]}) = {got:.4f}, the protocol gives "
+                                    f"{want:.4f}{hint}")
+        idx = {lr: i for i, lr in enumerate(GRID_LRS)}
+        lines = []
+        for kind, norm in (("plain", None), ("bn", "bn")):
+            truths = [largest_stable_lr_reference(norm, batch_size, s) for s in seeds]
+            # (2) reading the grid
+            got = largest_stable_lr(norm, batch_size, seeds[0])
+            if got != truths[0]:
+                raise ExerciseError(f"largest_stable_lr({norm!r}, {batch_size}, seed={seeds[0]}) "
+                                    f"returned {got!r}; the grid's largest rate with test accuracy "
+                                    f">= {GRID_STABLE_ACC} is {truths[0]!r}")
+            # (3) the conclusion from seed 0, on fresh seeds
+            mine = largest_stable_lr(norm, batch_size, 0)
+            if mine is not None and mine not in GRID_LRS:
+                raise ExerciseError(f"largest_stable_lr returned {mine!r}, not a rate of the grid "
+                                    f"{GRID_LRS}")
+            exact = sum(t == mine for t in truths)
+            near = all(t is not None and mine is not None and abs(idx[t] - idx[mine]) <= 1
+                       for t in truths)
+            if exact < 2 and not near:
+                raise ExerciseError(f"the largest stable rate of the {kind} net at batch "
+                                    f"{batch_size} is {truths} on three fresh seeds; your seed-0 "
+                                    f"answer {mine} does not hold")
+            lines.append(f"{kind} {mine}")
+        return (f"the protocol matches, the grid is read right, and the largest stable rates at "
+                f"batch {batch_size} ({', '.join(lines)}) hold on three fresh seeds")
+
+    return report(run_check("exercise 4.4 lr x batch grid", body))

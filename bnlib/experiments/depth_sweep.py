@@ -3,9 +3,11 @@
 Chapter 4, section "How many steps, and how much time".  For depth d = 1..7
 the network is 784 -> the first d widths of (500, 400, 300, 200, 100, 50, 25)
 -> 10, with ReLU or sigmoid units, Glorot-uniform weights (``xavier_uniform``,
-the default of the source's Keras layers), and either no normalisation or
+the default of Keras's ``Dense``), and either no normalisation or
 batch normalisation between every hidden ``Linear`` and its activation
-(eq. ch4-bn-layer).  Training: Adam (lr 0.001, PyTorch's defaults otherwise),
+(eq. ch4-bn-layer); ``bn_output=True`` also normalises the logits, as the
+source's code does (chapter 4 compares this set-up with the source's in
+:mod:`bnlib.experiments.depth_factors`).  Training: Adam (lr 0.001, PyTorch's defaults otherwise),
 mini-batches of 500, softmax cross-entropy; test accuracy every
 ``eval_every`` steps; a run stops when it reaches ``target`` (90%) or after
 ``max_steps``.  All nets of one depth start from the same weights and see
@@ -52,6 +54,9 @@ class Config(ExperimentConfig):
     target: float = 0.90
     max_steps: int = 1000
     eval_every: int = 5
+    bn_output: bool = False         # BN also on the logits (the source's output_layer does this)
+    bn_eps: float = 1e-5            # the source's Keras layers: 1e-3
+    bn_momentum: float = 0.1        # PyTorch convention; Keras momentum 0.9 is 0.1 here
     timing_steps: int = 10          # steps timed per net for the time per step (0: skip)
     threads: int | None = 1
 
@@ -71,11 +76,19 @@ class Config(ExperimentConfig):
 
 
 def build_network(config: Config, depth: int, activation: str, bn: bool, n_in: int = 784):
-    from bnlib.scratch import mlp
+    """The net of ``depth`` hidden layers; with ``bn``, BN before every activation
+    and, when ``config.bn_output``, on the logits too (``Linear -> BatchNorm``)."""
+    from bnlib.scratch import BatchNorm, Sequential, mlp
 
-    return mlp([n_in, *config.hidden(depth), 10], activation=activation,
-               norm="bn" if bn else None, init=config.init,
-               rng=np.random.default_rng([config.seed, depth, 1]))
+    net = mlp([n_in, *config.hidden(depth), 10], activation=activation,
+              norm="bn" if bn else None, init=config.init,
+              rng=np.random.default_rng([config.seed, depth, 1]))
+    if bn and config.bn_output:
+        net = Sequential(*net.layers, BatchNorm(10))
+    for layer in net.layers:
+        if isinstance(layer, BatchNorm):
+            layer.eps, layer.momentum = config.bn_eps, config.bn_momentum
+    return net
 
 
 def time_steps(nets: dict, x: np.ndarray, y: np.ndarray, batch_size: int, steps: int,

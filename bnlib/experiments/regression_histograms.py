@@ -18,7 +18,15 @@ tanh or ReLU, after BN where there is one) for all 2,500 points, and from them
 * tanh: the fraction of values where the unit is saturated, |tanh(z)| > 0.99
   (|z| > 2.65), where its derivative is below 0.02;
 * ReLU: the fraction of *dead* units, whose output is 0 for every point (no
-  gradient reaches their weights), and the fraction of zero outputs.
+  gradient reaches their weights), and the fraction of zero outputs, both
+  counted over *finite* values only;
+* divergence as divergence: the first step whose cost is not finite, the
+  fraction of non-finite pre-activations per layer at the last snapshot, and
+  the dead units at the last step whose forward pass was still finite
+  (``last_finite_step``); after a divergence ``dead`` is ``None`` (the
+  scratch ReLU passes a NaN on as 0, so later layers see zeros that say
+  nothing about dead units).  A NaN is not a dead unit: ``NaN > 0`` is False, so
+  a count of ``~(z > 0)`` would file every NaN as "dead".
 
 Full batch: the batch statistics are those of the whole data set, so training
 and eval mode agree; the experiment uses the training mode throughout.
@@ -83,10 +91,10 @@ def _activation_inputs(net, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray
 
 
 def activation_output(pre: np.ndarray, activation: str) -> np.ndarray:
-    """tanh(z) or ReLU(z) (NaN inputs give 0 for ReLU, as ``bnlib.scratch.ReLU``)."""
+    """tanh(z) or ReLU(z); a NaN input stays NaN (``bnlib.scratch.ReLU`` would give 0)."""
     if activation == "tanh":
         return np.tanh(pre)
-    return np.where(pre > 0, pre, 0.0)
+    return np.where(np.isnan(pre), np.nan, np.where(pre > 0, pre, 0.0))
 
 
 def saturated_fraction(pre: np.ndarray) -> float:
@@ -94,14 +102,32 @@ def saturated_fraction(pre: np.ndarray) -> float:
     return float(np.mean(np.abs(np.tanh(pre)) > SATURATION))
 
 
-def dead_fraction(pre: np.ndarray) -> float:
-    """Fraction of ReLU units whose output is 0 for every example (rows: examples)."""
-    return float(np.mean(np.all(~(pre > 0), axis=0)))
+def nonfinite_fraction(pre: np.ndarray) -> float:
+    """Fraction of values that are NaN or infinite."""
+    return float(np.mean(~np.isfinite(pre)))
 
 
-def zero_fraction(pre: np.ndarray) -> float:
-    """Fraction of ReLU outputs that are 0."""
-    return float(np.mean(~(pre > 0)))
+def dead_fraction(pre: np.ndarray) -> float | None:
+    """Fraction of ReLU units whose output is 0 for every example (rows: examples).
+
+    Only units whose values are all finite are counted (a NaN is not a zero);
+    ``None`` when no unit is finite.
+    """
+    finite = np.all(np.isfinite(pre), axis=0)
+    if not finite.any():
+        return None
+    return float(np.mean(np.all(pre[:, finite] <= 0, axis=0)))
+
+
+def zero_fraction(pre: np.ndarray) -> float | None:
+    """Fraction of the finite ReLU inputs that are <= 0 (output 0); ``None`` if none is finite."""
+    v = pre[np.isfinite(pre)]
+    return float(np.mean(v <= 0)) if v.size else None
+
+
+def _mean_or_none(values):
+    vals = [v for v in values if v is not None]
+    return round(float(np.mean(vals)), 3) if vals else None
 
 
 class RegressionHistogramsResult(Result):
@@ -129,14 +155,25 @@ class RegressionHistogramsResult(Result):
         h = self.histories[activation]
         snaps = list(h["plain"]["snapshot_step"])
         steps = [snaps[0], snaps[-1]] if steps is None else list(steps)
-        rows, labels = [], []
+        rows, labels, notes = [], [], []
         for step in steps:
             i = snaps.index(step)
             for kind in KINDS:
                 values = self.layer_values(activation, kind, i, what)
+                entry = self.headline[activation][kind]
+                bad = entry["first_nonfinite_step"]
+                if entry["diverged"] and step >= bad:
+                    # after the divergence nothing is drawn: NaN is no value, and the zeros
+                    # that the scratch ReLU makes of NaN are no activations either
+                    notes.append([f"diverged at\nstep {bad}:\n"
+                                  f"{np.mean(~np.isfinite(v)):.0%} NaN/inf" for v in values])
+                    values = [np.array([]) for _ in values]
+                else:
+                    notes.append([None] * len(values))
+                    values = [np.asarray(v)[np.isfinite(v)] for v in values]
                 if what == "pre":
                     values = [np.clip(v, -8, 8) for v in values]
-                rows.append([np.nan_to_num(v, nan=0.0) for v in values])
+                rows.append(values)
                 labels.append(f"{'BN' if kind == 'bn' else 'plain'}, step {step}")
         if what == "post":
             range_ = (-1, 1) if activation == "tanh" else None
@@ -157,6 +194,11 @@ class RegressionHistogramsResult(Result):
             top = 0.0
             for ax, values in zip(row_axes, rows[r]):
                 n = max(1, np.size(values))
+                note = notes[r][row_axes.index(ax)]
+                if note:                       # diverged: say so instead of drawing zeros
+                    ax.text(0.5, 0.5, note, ha="center", va="center", fontsize=7,
+                            transform=ax.transAxes, color=plots.COLORS["plain"])
+                    ax.set_xticks([])
                 for patch in ax.patches:      # counts -> share of the layer's values, in %
                     patch.set_facecolor(color)
                     patch.set_height(100.0 * patch.get_height() / n)
@@ -166,9 +208,12 @@ class RegressionHistogramsResult(Result):
                 ax.yaxis.set_major_locator(MaxNLocator(nbins=3, integer=False))
                 ax.yaxis.set_major_formatter(PercentFormatter(decimals=0))
                 ax.tick_params(axis="y", labelsize=7, labelleft=j == 0)
+            if all(notes[r]):                  # nothing drawn in this row: no y scale
+                for ax in row_axes:
+                    ax.set_yticks([])
             row_axes[0].set_ylabel(f"{label}\n% of values", fontsize=9)
         fig.suptitle(f"{activation}: every hidden layer's {what_text}, without and with BN "
-                     f"(y: share of the {np.size(rows[0][0]):,} values in each bin)")
+                     f"(y: share of the layer's finite values in each bin)")
         fig.tight_layout()
         return fig
 
@@ -232,9 +277,12 @@ def run(config: Config, progress: bool = False) -> RegressionHistogramsResult:
         net = build_network(config, act, kind == "bn")
         opt = SGD(net.params(), lr=config.lr)
         loss_hist, snaps, pres = [], [], []
+        last_finite = None                                 # (step, pre-activations)
         with Timer() as t, np.errstate(all="ignore"), cpu_threads(config.threads):
             for step in range(config.steps + 1):
                 pre, pred = _activation_inputs(net, x)
+                if all(np.all(np.isfinite(p)) for p in pre) and np.all(np.isfinite(pred)):
+                    last_finite = (step, np.array(pre))
                 if step % config.snapshot_every == 0 or step == config.steps:
                     snaps.append(step)
                     pres.append(np.array(pre, dtype=np.float32))
@@ -264,12 +312,19 @@ def run(config: Config, progress: bool = False) -> RegressionHistogramsResult:
             entry["saturated_at_init"] = round(float(np.mean(
                 [saturated_fraction(p) for p in pres[0].astype(np.float64)])), 3)
         else:
-            per_layer = [dead_fraction(p) for p in final]
-            entry["dead_per_layer"] = [round(v, 3) for v in per_layer]
-            entry["dead"] = round(float(np.mean(per_layer)), 3)
-            entry["zero_outputs"] = round(float(np.mean([zero_fraction(p) for p in final])), 3)
-            entry["dead_at_init"] = round(float(np.mean(
-                [dead_fraction(p) for p in pres[0].astype(np.float64)])), 3)
+            # after a divergence no count of dead units means anything: bnlib.scratch.ReLU
+            # turns a NaN into 0, so layers behind a NaN layer see zeros, not dead units
+            per_layer = [None if entry["diverged"] else dead_fraction(p) for p in final]
+            entry["dead_per_layer"] = [None if v is None else round(v, 3) for v in per_layer]
+            entry["dead"] = _mean_or_none(per_layer)
+            entry["zero_outputs"] = None if entry["diverged"] else \
+                _mean_or_none([zero_fraction(p) for p in final])
+            entry["dead_at_init"] = _mean_or_none([dead_fraction(p) for p in pres[0].astype(np.float64)])
+            if last_finite is not None:
+                entry["last_finite_step"] = int(last_finite[0])
+                entry["dead_at_last_finite"] = _mean_or_none([dead_fraction(p) for p in last_finite[1]])
+        entry["nonfinite_per_layer"] = [round(nonfinite_fraction(p), 3) for p in final]
+        entry["nonfinite"] = round(float(np.mean(entry["nonfinite_per_layer"])), 3)
         headline.setdefault(act, {})[kind] = entry
     headline["n"] = config.n
     headline["steps"] = config.steps
