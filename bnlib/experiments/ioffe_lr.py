@@ -10,13 +10,14 @@ which for plain SGD is 0.6 on the mean.  This sweep trains both networks of
 ``steps`` steps at every rate of ``lrs`` on the *mean* loss (0.01 there is the
 book's earlier set-up, 0.6 the current one) and records, as ``best_lr``, the
 rate at which the **plain** network does best at the last step (the baseline's
-own best rate; the chapter compares it with 0.6).  ``init_stds`` adds rows with every weight drawn from N(0, s^2)
-(s = 0.01 is a common reading of "small random Gaussian") at the rates in
-``init_lrs``; ``None`` is N(0, 1/n_in) (``lecun_normal``).
+own best rate; the chapter compares it with 0.6).  ``init_stds`` adds rows
+with every weight drawn from N(0, s^2) (s = 0.01 is a common reading of
+"small random Gaussian") at the rates in ``init_lrs``; ``None`` is
+N(0, 1/n_in) (``lecun_normal``).
 
 Summary, per seed: ``{init}/{lr}/{kind}/acc/{step}`` (test accuracy at every
-evaluation), ``{init}/{lr}/{kind}/final`` and ``best_lr`` (this seed's choice
-by the rule).  ``init`` is ``"lecun"`` or ``"std=0.01"``.
+evaluation), ``{init}/{lr}/{kind}/final`` and ``best_lr`` (the rate at which this
+seed's plain network ends highest; chapter 4 takes the best rate of the mean over seeds).  ``init`` is ``"lecun"`` or ``"std=0.01"``.
 NumPy only; ``device`` is ignored.
 """
 from __future__ import annotations
