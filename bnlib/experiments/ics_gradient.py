@@ -1,4 +1,4 @@
-"""Santurkar et al. (2018), Figure 5: internal covariate shift measured as gradient change, with and without BN.
+"""Santurkar et al. (2018), Figure 3: internal covariate shift measured as gradient change, with and without BN.
 
 Chapter 7, section "Internal covariate shift as gradient change".  The
 optimisation view of internal covariate shift (eq. ch7-ics): for weight layer
