@@ -15,8 +15,9 @@ networks start from the same weights.  Every ``snapshot_every`` steps the
 experiment records every hidden layer's pre-activation (the input of the
 tanh or ReLU, after BN where there is one) for all 2,500 points, and from them
 
-* tanh: the fraction of values where the unit is saturated, |tanh(z)| > 0.99
-  (|z| > 2.65), where its derivative is below 0.02;
+* tanh: the fraction of values where the unit is saturated in the book's sense
+  (chapter 1, :data:`bnlib.diagnostics.SATURATION_SLOPE`): its slope
+  1 - tanh(z)^2 is below 0.01, i.e. |tanh(z)| > 0.995 (|z| > 2.99);
 * ReLU: the fraction of *dead* units, whose output is 0 for every point (no
   gradient reaches their weights), and the fraction of zero outputs, both
   counted over *finite* values only;
@@ -38,14 +39,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bnlib.diagnostics import SATURATION_SLOPE
 from bnlib.experiments.base import ExperimentConfig, Result, Timer
 
 NAME = "regression-histograms"
 
 ACTIVATIONS = ("tanh", "relu")
 KINDS = ("plain", "bn")
-#: |tanh(z)| > 0.99 exactly when |z| > artanh(0.99) = 2.65
-SATURATION = 0.99
+#: saturated: slope 1 - tanh(z)^2 below SATURATION_SLOPE (0.01), i.e. |tanh(z)| > sqrt(0.99) = 0.995
+SATURATION = float(np.sqrt(1.0 - SATURATION_SLOPE))
 
 
 @dataclass
@@ -98,7 +100,7 @@ def activation_output(pre: np.ndarray, activation: str) -> np.ndarray:
 
 
 def saturated_fraction(pre: np.ndarray) -> float:
-    """Fraction of tanh units' values with |tanh(z)| > 0.99 (derivative < 0.02)."""
+    """Fraction of tanh units' values that are saturated: slope 1 - tanh(z)^2 < 0.01."""
     return float(np.mean(np.abs(np.tanh(pre)) > SATURATION))
 
 
