@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bnlib.diagnostics import SATURATION_SLOPE
 from bnlib.experiments import base
 from bnlib.experiments.base import ExperimentConfig, Result, Timer
 
@@ -30,8 +31,9 @@ INITS = ("standard_normal", "small_constant", "xavier_normal", "kaiming_normal")
 ACTIVATIONS = ("tanh", "relu")
 INIT_LABELS = {"standard_normal": "N(0, 1)", "small_constant": "N(0, 0.01²)",
                "xavier_normal": "Xavier", "kaiming_normal": "Kaiming"}
-#: a tanh unit counts as saturated where |tanh(z)| > this (tanh'(z) < 0.02)
-SATURATED = 0.99
+#: a tanh unit counts as saturated where |tanh(z)| > this: slope tanh'(z) below the book's
+#: SATURATION_SLOPE (0.01, chapter 1), i.e. |tanh(z)| > sqrt(0.99) = 0.995
+SATURATED = float(np.sqrt(1.0 - SATURATION_SLOPE))
 
 
 @dataclass
@@ -180,7 +182,7 @@ def run(config: Config, progress: bool = False) -> DepthStatsResult:
             "a_std_last_over_first": float(stats["a_std"][-1] / stats["a_std"][0]),
             "dz_std_first_over_last": float(stats["dz_std"][0] / stats["dz_std"][-1]),
         }
-        if act == "tanh":   # |tanh(z)| > 0.99: only meaningful for a saturating unit
+        if act == "tanh":   # slope below 0.01: only meaningful for a saturating unit
             headline[act][init]["frac_saturated"] = [round(float(v), 4)
                                                      for v in stats["frac_saturated"]]
         timings[f"{act}_{init}_s"] = t.seconds
