@@ -318,8 +318,10 @@ def hessian_spectrum_figure(spectra: Mapping[str, Mapping[str, np.ndarray]], *, 
                yscale="log")
         from matplotlib.ticker import MaxNLocator
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        plain_log_ticks(ax, "y")
         ax.legend(fontsize=8, loc="upper right")
+    # the panels share y: label it once every panel is drawn (plain_log_ticks fixes the limits
+    # it reads, so calling it after the first panel would clip the second)
+    plain_log_ticks(axes[0][0], "y")
     axes[0][0].set_ylabel("λᵢ / λ_k")
     return finish(fig, title)
 
