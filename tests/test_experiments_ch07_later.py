@@ -117,3 +117,19 @@ def test_sweep_points_pair_seeds():
     assert lr == 0.05 and mean == pytest.approx(-0.5) and low == high == mean and resolved
     assert pts["deep linear: ‖G − G′‖ (relative)"]["linear4"][0][1] == pytest.approx(0.5)
     assert pts["ReLU: effective β (relative)"]["narrow"][0][1] == pytest.approx(-0.5)
+
+
+def test_sweep_points_resolve_like_the_table():
+    """A filled marker means the paired difference of the table is resolved, even where the
+    per-seed ratios (here -0.5 and -0.51) agree closely."""
+    from bnlib import results
+    from bnlib.experiments.ics_lr_sweep import sweep_points
+
+    seeds = [{"narrow": {"0.05": {"plain": {"l2": p}, "bn": {"l2": b}}}, "data": "x"}
+             for p, b in ((1.0, 0.5), (100.0, 49.0))]
+    (_, mean, low, high, resolved), = sweep_points(seeds)["ReLU: ‖G − G′‖ (relative)"]["narrow"]
+    table = {"name": "t", "scale": "paper",
+             "summary": {k: {"values": [s["narrow"]["0.05"][k]["l2"] for s in seeds]} for k in ("bn", "plain")}}
+    d = results.paired_difference(table, "bn", "plain")
+    assert resolved == d.resolved is False
+    assert low < 0 < high and mean == pytest.approx(d.mean / 50.5)

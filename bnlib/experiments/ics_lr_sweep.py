@@ -68,8 +68,10 @@ PANELS = (("ReLU: ‖G − G′‖ (relative)", "relu", "l2", True), ("ReLU: cos
 def sweep_points(per_seed: list[dict]) -> dict:
     """Figure points from one or more seeds' headlines: ``{panel: {arch: [(lr, mean, low, high, resolved)]}}``.
 
-    Each point is the difference BN minus no BN (divided by the no-BN value for a
-    relative panel), paired by seed, with its 95% interval (none for one seed).
+    Each point is the difference BN minus no BN, paired by seed, with its 95%
+    interval (none for one seed); a relative panel divides the mean difference and
+    its interval by the mean no-BN value, so that a point is resolved exactly when
+    the table's paired difference (:func:`bnlib.results.paired_difference`) is.
     """
     from bnlib.results import ci95
 
@@ -83,16 +85,19 @@ def sweep_points(per_seed: list[dict]) -> dict:
                 continue
             rows = []
             for lr in first[arch]:
-                d = []
+                d, ref = [], []
                 for h in per_seed:
                     a, b = h[arch][lr]["bn"], h[arch][lr]["plain"]
                     if q in a and q in b:
-                        d.append((a[q] - b[q]) / (abs(b[q]) if relative else 1.0))
+                        d.append(a[q] - b[q])
+                        ref.append(abs(b[q]))
                 if not d:
                     continue
                 m = float(np.mean(d))
                 w = ci95(d) if len(d) > 1 else 0.0
-                rows.append((float(lr), m, m - w, m + w, len(d) > 1 and abs(m) > w))
+                scale = float(np.mean(ref)) if relative else 1.0
+                rows.append((float(lr), m / scale, (m - w) / scale, (m + w) / scale,
+                             len(d) > 1 and abs(m) > w))
             panel[arch] = rows
     return points
 

@@ -5,6 +5,7 @@ from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import NullFormatter
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
@@ -260,11 +261,13 @@ def sweep_figure(points: Mapping[str, Mapping[str, Sequence]], *, title: str = "
     qs = list(points)
     fig, axes = plt.subplots(1, len(qs), figsize=(3.6 * len(qs), 3.3), squeeze=False)
     for ax, q in zip(axes[0], qs):
+        swept = set()
         for k, (arch, rows) in enumerate(points[q].items()):
             if not rows:
                 continue
             c = _OTHER[k % len(_OTHER)]
             lr, mean, low, high, res = (np.array(v, dtype=float) for v in zip(*rows))
+            swept.update(lr.tolist())
             ax.plot(lr, mean, color=c, lw=1, label=arch)
             ax.errorbar(lr, mean, yerr=[mean - low, high - mean], fmt="none", ecolor=c, capsize=3)
             for xi, yi, r in zip(lr, mean, res):
@@ -273,7 +276,8 @@ def sweep_figure(points: Mapping[str, Mapping[str, Sequence]], *, title: str = "
         ax.annotate("no difference", xy=(0.02, 0.0), xycoords=("axes fraction", "data"), fontsize=7,
                     color="0.4", va="bottom")
         ax.set_xscale("log")
-        plain_log_ticks(ax, "x")
+        ax.set_xticks(sorted(swept), [f"{v:g}" for v in sorted(swept)])   # the swept rates only
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set(xlabel="learning rate", title=q)
         ax.legend(fontsize=7, loc="best")
     axes[0][0].set_ylabel("BN − no BN")
