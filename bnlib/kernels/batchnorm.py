@@ -231,6 +231,29 @@ def _tile(g, cb, N, C, L, GL, NLC: tl.constexpr, INT64: tl.constexpr,
 
 
 @triton.jit
+def _channels(cb, C, NLC: tl.constexpr, BLOCK_B: tl.constexpr):
+    """The channels of channel block ``cb`` and their mask: BLOCK_B consecutive channels for
+    ``nlc`` input, the one channel ``cb`` for ``ncl`` (a scalar mask, always true)."""
+    if NLC:
+        ch = cb * BLOCK_B + tl.arange(0, BLOCK_B)
+    else:
+        ch = cb
+    return ch, ch < C
+
+
+@triton.jit
+def _first_offset(ch, L, NLC: tl.constexpr, INT64: tl.constexpr):
+    """Offset of channel ``ch``'s first value x[0, ch, 0], the shift of the shifted sums."""
+    if NLC:
+        return ch
+    else:
+        if INT64:
+            return ch.to(tl.int64) * L
+        else:
+            return ch * L
+
+
+@triton.jit
 def _channel_sum(v, NLC: tl.constexpr):
     """Sum a tile per channel: over rows for ``nlc`` (a vector), over the whole tile for ``ncl``."""
     if NLC:
@@ -248,12 +271,7 @@ def _partial_sums_kernel(X, DY, MEAN, INV_STD, P1, P2, N, C, L, GL, TILES_PER_PR
     # Backward: P1[g, c] = sum of dy,  P2[g, c] = sum of dy * x_hat.
     g = tl.program_id(0)
     cb = tl.program_id(1)
-    if NLC:
-        ch = cb * BLOCK_B + tl.arange(0, BLOCK_B)
-        ch_ok = ch < C
-    else:
-        ch = cb
-        ch_ok = ch < C      # always true: a scalar mask, like the vector one
+    ch, ch_ok = _channels(cb, C, NLC, BLOCK_B)
     if BACKWARD:
         mu = tl.load(MEAN + ch, mask=ch_ok, other=0.0)
         inv_std = tl.load(INV_STD + ch, mask=ch_ok, other=0.0)
@@ -261,14 +279,9 @@ def _partial_sums_kernel(X, DY, MEAN, INV_STD, P1, P2, N, C, L, GL, TILES_PER_PR
             mu = mu[None, :]
             inv_std = inv_std[None, :]
     else:
+        shift = tl.load(X + _first_offset(ch, L, NLC, INT64), mask=ch_ok, other=0.0).to(ACC)
         if NLC:
-            shift = tl.load(X + ch, mask=ch_ok, other=0.0).to(ACC)[None, :]   # row 0
-        else:
-            if INT64:
-                first = ch.to(tl.int64) * L
-            else:
-                first = ch * L
-            shift = tl.load(X + first).to(ACC)                                # x[0, c, 0]
+            shift = shift[None, :]
     acc1 = tl.zeros([BLOCK_A, BLOCK_B], dtype=ACC)
     acc2 = tl.zeros([BLOCK_A, BLOCK_B], dtype=ACC)
     for k in range(0, TILES_PER_PROGRAM):
@@ -302,14 +315,7 @@ def _combine_kernel(P1, P2, X, OUT1, OUT2, OUT3, G, C, L, m, eps,
         s1 += tl.sum(tl.load(P1 + g[:, None] * C + ch[None, :], mask=ok, other=0.0), axis=0)
         s2 += tl.sum(tl.load(P2 + g[:, None] * C + ch[None, :], mask=ok, other=0.0), axis=0)
     if FINALIZE:
-        if NLC:
-            first = ch
-        else:
-            if INT64:
-                first = ch.to(tl.int64) * L
-            else:
-                first = ch * L
-        shift = tl.load(X + first, mask=ch_ok, other=0.0).to(ACC)
+        shift = tl.load(X + _first_offset(ch, L, NLC, INT64), mask=ch_ok, other=0.0).to(ACC)
         mean_d = s1 / m
         var = tl.maximum(s2 / m - mean_d * mean_d, 0.0)
         tl.store(OUT1 + ch, shift + mean_d, mask=ch_ok)
@@ -330,12 +336,7 @@ def _apply_kernel(X, DY, OUT, MEAN, INV_STD, W, B, S1, S2, N, C, L, GL, m,
     g = tl.program_id(0)
     cb = tl.program_id(1)
     offsets, mask = _tile(g, cb, N, C, L, GL, NLC, INT64, BLOCK_A, BLOCK_B)
-    if NLC:
-        ch = cb * BLOCK_B + tl.arange(0, BLOCK_B)
-        ch_ok = ch < C
-    else:
-        ch = cb
-        ch_ok = ch < C      # always true: a scalar mask, like the vector one
+    ch, ch_ok = _channels(cb, C, NLC, BLOCK_B)
     mu = tl.load(MEAN + ch, mask=ch_ok, other=0.0)
     inv_std = tl.load(INV_STD + ch, mask=ch_ok, other=0.0)
     scale = inv_std

@@ -21,8 +21,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from bnlib.kernels.batchnorm import (DEFAULT_TILE, _accumulator, _arrange, _check_channel_vector, _gl,
-                                     _tile, launch_plan)
+from bnlib.kernels.batchnorm import (DEFAULT_TILE, _accumulator, _arrange, _channels, _check_channel_vector,
+                                     _gl, _tile, launch_plan)
 
 __all__ = ["affine_per_channel_kernel", "eval_batch_norm"]
 
@@ -45,12 +45,7 @@ def _eval_kernel(X, Y, MEAN, VAR, W, B, N, C, L, GL, eps,
     g = tl.program_id(0)
     cb = tl.program_id(1)
     offsets, mask = _tile(g, cb, N, C, L, GL, NLC, INT64, BLOCK_A, BLOCK_B)
-    if NLC:
-        ch = cb * BLOCK_B + tl.arange(0, BLOCK_B)
-        ch_ok = ch < C
-    else:
-        ch = cb
-        ch_ok = ch < C      # always true: a scalar mask, like the vector one
+    ch, ch_ok = _channels(cb, C, NLC, BLOCK_B)
     s = 1.0 / tl.sqrt(tl.load(VAR + ch, mask=ch_ok, other=1.0).to(ACC) + eps)
     if HAS_W:
         s = s * tl.load(W + ch, mask=ch_ok, other=0.0).to(ACC)
