@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Rectangle
 
-from bnlib.plots.style import COLORS, plain_log_ticks
+from bnlib.plots.style import COLORS, finish, plain_log_ticks
 
 
 def norm_axes_cubes(n: int = 6, c: int = 6, hw: int = 4, groups: int = 2):
@@ -109,13 +109,7 @@ def rnn_training_curves(loss: Mapping[str, tuple], acc: Mapping[str, tuple], *,
     plain_log_ticks(axes[0])          # readable numbers on the log axis (1, 1.5, 2, ...)
     axes[1].set(xlabel="training step", ylabel="test accuracy (eval mode)", ylim=(0, 1),
                 title="(b) test accuracy")
-    # one legend for both panels, below them, so that it covers no curve
-    handles, names = axes[1].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=len(handles), fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
-    return fig
+    return finish(fig, title, legend_below=axes[1])   # one legend for all panels, below them
 
 
 def _arm_color(label: str, k: int) -> str:
@@ -186,12 +180,7 @@ def recurrent_bn_figure(loss: Mapping[str, tuple] | None, acc_by_length: Mapping
                     yscale="log", title=gap_title)
         plain_log_ticks(axes[2])
         axes[2].legend(fontsize=8)
-    handles, names = axes[1].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=len(handles), fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
-    return fig
+    return finish(fig, title, legend_below=axes[1])   # one legend for all panels, below them
 
 
 def gn_cnn_figure(batch_sizes: Sequence[int], error: Mapping[str, Sequence], labels: Mapping[str, str],
@@ -225,10 +214,7 @@ def gn_cnn_figure(batch_sizes: Sequence[int], error: Mapping[str, Sequence], lab
         plain_log_ticks(ax)
     axes[0].set(ylabel="test error (%), log scale", title="(a) evaluation mode")
     axes[1].set(title="(b) batch norm, three ways to evaluate")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig, title)
 
 
 def prenorm_figure(grad_norm: Mapping[str, Sequence[float]], loss: Mapping[str, Sequence[float]],
@@ -272,7 +258,4 @@ def prenorm_figure(grad_norm: Mapping[str, Sequence[float]], loss: Mapping[str, 
         ax.set_ylim(lo, hi)
         plain_log_ticks(ax)
     axes[2].legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig, title)

@@ -113,11 +113,18 @@ def _figure_and_axes(ax):
     return ax.figure, ax
 
 
-def finish(fig, title: str = "", fontsize: float | None = 10):
-    """The last steps of a figure: its title (if any), a tight layout; returns ``fig``."""
+def finish(fig, title: str = "", fontsize: float | None = 10, legend_below=None):
+    """The last steps of a figure: its title (if any), a tight layout; returns ``fig``.
+
+    ``legend_below``: an axes whose legend entries become one legend for the whole
+    figure, in a row below the panels, so that it covers no curve.
+    """
+    if legend_below is not None:
+        handles, names = legend_below.get_legend_handles_labels()
+        fig.legend(handles, names, loc="lower center", ncol=len(handles), fontsize=9)
     if title:
         fig.suptitle(title, **({} if fontsize is None else {"fontsize": fontsize}))
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1) if legend_below is not None else None)
     return fig
 
 
